@@ -1,0 +1,64 @@
+//! Building and running the server: `Application::build`, then `port()`, then
+//! `run_until_stopped()`.
+
+use crate::{routes, AppState, Config};
+use schema::postgres::{self, migrate::MigrationError, DbError};
+use tokio::net::TcpListener;
+
+/// Why the API refuses to start; each message names the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot connect to {url}: {source}")]
+    Connect { url: String, source: DbError },
+    #[error("refusing to start: {0}")]
+    Schema(#[from] MigrationError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+}
+
+impl Application {
+    /// Connects, checks the schema is current, binds. Nothing is served yet.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let pool = postgres::connect(&config.postgres).await.map_err(|source| {
+            StartError::Connect { url: config.postgres.redacted_url(), source }
+        })?;
+        postgres::migrate::ensure_current(&pool).await?;
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .map_err(|source| StartError::Bind { addr: config.addr, source })?;
+        let router = routes::router(AppState { pool });
+        Ok(Self { listener, router })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until SIGINT/SIGTERM, then drains in-flight requests.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown_signal()).await
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+}

@@ -1,0 +1,7 @@
+use schema::postgres::PgPool;
+
+/// Everything a handler may use; one typed state, no untyped extensions.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+}

@@ -1,0 +1,9 @@
+//! The shared model of the habit-coaching backend.
+//!
+//! - [`registry`]: every table, who owns each of its fields (Postgres or Airtable), and the
+//!   ordering the sync needs.
+//! - [`postgres`]: the Postgres runtime both processes use: pool from the environment
+//!   contract, retrying transactions, stable error kinds, migrations and readiness.
+
+pub mod postgres;
+pub mod registry;

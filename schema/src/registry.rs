@@ -1,0 +1,412 @@
+//! The table registry: what each table is for and who owns each field.
+//!
+//! Every field has exactly one owner. Postgres-owned fields are written by the API and
+//! mirrored to Airtable by the daemon; Airtable-owned fields are written by admins in Airtable
+//! and applied to Postgres by the daemon's inbound side. The database grants in
+//! `migrations/0005_privileges.sql` follow this registry, and a test holds them to it.
+
+/// Who may write a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Owner {
+    /// Written through the API; Airtable receives a copy.
+    Postgres,
+    /// Written in Airtable; Postgres receives a copy.
+    Airtable,
+}
+
+/// What a table is for, which decides the direction it syncs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TableKind {
+    /// Postgres-authoritative user activity; synced outbound.
+    Operational,
+    /// Airtable-authoritative content; synced inbound.
+    Reference,
+    /// Some fields owned by each side; synced both ways, field by field.
+    Mixed,
+    /// Sync bookkeeping; never mirrored.
+    Sync,
+}
+
+/// One column and its owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Column {
+    pub name: &'static str,
+    pub owner: Owner,
+    /// Never leaves Postgres (e.g. password hashes), whatever the mapping says.
+    pub secret: bool,
+}
+
+/// One table of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Table {
+    pub name: &'static str,
+    pub kind: TableKind,
+    pub columns: &'static [Column],
+}
+
+impl Table {
+    pub fn column(&self, name: &str) -> Option<&'static Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// Columns written by `owner`.
+    pub fn owned_by(&self, owner: Owner) -> impl Iterator<Item = &'static Column> {
+        self.columns.iter().filter(move |c| c.owner == owner)
+    }
+
+    /// Whether the daemon mirrors this table's rows through the replication stream.
+    pub fn is_published(&self) -> bool {
+        matches!(self.kind, TableKind::Operational | TableKind::Mixed) || self.name == "sync_outbox"
+    }
+}
+
+const fn pg(name: &'static str) -> Column {
+    Column { name, owner: Owner::Postgres, secret: false }
+}
+const fn at(name: &'static str) -> Column {
+    Column { name, owner: Owner::Airtable, secret: false }
+}
+const fn secret(name: &'static str) -> Column {
+    Column { name, owner: Owner::Postgres, secret: true }
+}
+
+macro_rules! table {
+    ($name:literal, $kind:ident, [$($col:expr),* $(,)?]) => {
+        Table { name: $name, kind: TableKind::$kind, columns: &[$($col),*] }
+    };
+}
+
+/// Every table, parents before the children that reference them (the order links must be
+/// written in, so a link never points at a record the other side lacks).
+pub static TABLES: &[Table] = &[
+    // Reference data, owned by Airtable in full.
+    table!(
+        "companies",
+        Reference,
+        [
+            at("id"),
+            at("name"),
+            at("code"),
+            at("is_active"),
+            at("deleted_at"),
+            at("created_at"),
+            at("updated_at")
+        ]
+    ),
+    table!(
+        "goals",
+        Reference,
+        [
+            at("id"),
+            at("name"),
+            at("description"),
+            at("sort_order"),
+            at("is_active"),
+            at("deleted_at"),
+            at("created_at"),
+            at("updated_at")
+        ]
+    ),
+    table!(
+        "mindset_categories",
+        Reference,
+        [
+            at("id"),
+            at("name"),
+            at("description"),
+            at("sort_order"),
+            at("deleted_at"),
+            at("created_at"),
+            at("updated_at")
+        ]
+    ),
+    table!(
+        "days_of_week",
+        Reference,
+        [at("id"), at("name"), at("iso_day"), at("deleted_at"), at("created_at"), at("updated_at")]
+    ),
+    table!(
+        "methods",
+        Reference,
+        [
+            at("id"),
+            at("name"),
+            at("description"),
+            at("kind"),
+            at("duration_minutes"),
+            at("media_url"),
+            at("goal_ids"),
+            at("mindset_category_ids"),
+            at("sort_order"),
+            at("is_active"),
+            at("deleted_at"),
+            at("created_at"),
+            at("updated_at")
+        ]
+    ),
+    table!(
+        "overtuigingen",
+        Reference,
+        [
+            at("id"),
+            at("name"),
+            at("description"),
+            at("mindset_category_id"),
+            at("goal_ids"),
+            at("level"),
+            at("sort_order"),
+            at("deleted_at"),
+            at("created_at"),
+            at("updated_at")
+        ]
+    ),
+    table!(
+        "prompts",
+        Reference,
+        [
+            at("id"),
+            at("key"),
+            at("category"),
+            at("title"),
+            at("body"),
+            at("deleted_at"),
+            at("created_at"),
+            at("updated_at")
+        ]
+    ),
+    // Users: identity and provisioning in Airtable, credentials and rewards in Postgres.
+    table!(
+        "users",
+        Mixed,
+        [
+            pg("id"),
+            at("email"),
+            at("name"),
+            at("company_id"),
+            at("role"),
+            at("status"),
+            at("language"),
+            at("deleted_at"),
+            secret("password_hash"),
+            pg("password_set_at"),
+            pg("bonus_points"),
+            pg("badges"),
+            pg("level"),
+            pg("last_login_at"),
+            pg("created_at"),
+            pg("updated_at")
+        ]
+    ),
+    // Operational data, owned by Postgres in full.
+    table!(
+        "programs",
+        Operational,
+        [
+            pg("id"),
+            pg("user_id"),
+            pg("name"),
+            pg("start_date"),
+            pg("end_date"),
+            pg("goal_ids"),
+            pg("method_ids"),
+            pg("day_of_week_ids"),
+            pg("motivation"),
+            pg("created_at"),
+            pg("updated_at")
+        ]
+    ),
+    table!(
+        "program_schedule",
+        Operational,
+        [
+            pg("id"),
+            pg("program_id"),
+            pg("user_id"),
+            pg("date"),
+            pg("day_of_week_id"),
+            pg("method_ids"),
+            pg("notes"),
+            pg("created_at"),
+            pg("updated_at")
+        ]
+    ),
+    table!(
+        "method_usage",
+        Operational,
+        [
+            pg("id"),
+            pg("user_id"),
+            pg("method_id"),
+            pg("program_id"),
+            pg("program_schedule_id"),
+            pg("used_on"),
+            pg("remark"),
+            pg("created_at"),
+            pg("updated_at")
+        ]
+    ),
+    table!(
+        "habit_usage",
+        Operational,
+        [pg("id"), pg("user_id"), pg("method_id"), pg("date"), pg("created_at"), pg("updated_at")]
+    ),
+    // Personal goals: written by the user, answered by a coach in Airtable.
+    table!(
+        "personal_goals",
+        Mixed,
+        [
+            pg("id"),
+            pg("user_id"),
+            pg("name"),
+            pg("description"),
+            pg("scheduled_day_ids"),
+            pg("archived_at"),
+            at("coach_feedback"),
+            pg("created_at"),
+            pg("updated_at")
+        ]
+    ),
+    table!(
+        "personal_goal_usage",
+        Operational,
+        [
+            pg("id"),
+            pg("user_id"),
+            pg("personal_goal_id"),
+            pg("date"),
+            pg("created_at"),
+            pg("updated_at")
+        ]
+    ),
+    table!(
+        "overtuiging_usage",
+        Operational,
+        [
+            pg("id"),
+            pg("user_id"),
+            pg("overtuiging_id"),
+            pg("program_id"),
+            pg("date"),
+            pg("created_at"),
+            pg("updated_at")
+        ]
+    ),
+    table!(
+        "persoonlijke_overtuigingen",
+        Operational,
+        [
+            pg("id"),
+            pg("user_id"),
+            pg("program_id"),
+            pg("name"),
+            pg("completed_at"),
+            pg("created_at"),
+            pg("updated_at")
+        ]
+    ),
+    // Sync bookkeeping: written by the daemon (sync_outbox also by the API), never mirrored.
+    table!(
+        "airtable_id_map",
+        Sync,
+        [
+            pg("table_name"),
+            pg("pg_id"),
+            pg("airtable_record_id"),
+            pg("created_at"),
+            pg("updated_at")
+        ]
+    ),
+    table!(
+        "sync_outbox",
+        Sync,
+        [pg("id"), pg("kind"), pg("table_name"), pg("pg_id"), pg("payload"), pg("created_at")]
+    ),
+    table!(
+        "sync_dead_letter",
+        Sync,
+        [
+            pg("id"),
+            pg("direction"),
+            pg("table_name"),
+            pg("pg_id"),
+            pg("airtable_record_id"),
+            pg("operation"),
+            pg("payload"),
+            pg("error_code"),
+            pg("error_message"),
+            pg("attempts"),
+            pg("status"),
+            pg("first_failed_at"),
+            pg("last_failed_at"),
+            pg("resolved_at"),
+            pg("created_at"),
+            pg("updated_at")
+        ]
+    ),
+    table!("sync_inbox_events", Sync, [pg("source"), pg("event_key"), pg("applied_at")]),
+    table!("sync_checkpoint", Sync, [pg("name"), pg("value"), pg("updated_at")]),
+];
+
+/// Derived views (computed in SQL, never stored).
+pub static VIEWS: &[&str] = &["program_progress"];
+
+/// Looks a table up by its Postgres name.
+pub fn table(name: &str) -> Option<&'static Table> {
+    TABLES.iter().find(|t| t.name == name)
+}
+
+/// Tables of one kind, in dependency order.
+pub fn tables_of(kind: TableKind) -> impl Iterator<Item = &'static Table> {
+    TABLES.iter().filter(move |t| t.kind == kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn names_are_unique_and_every_table_has_an_id_or_key() {
+        let mut seen = HashSet::new();
+        for t in TABLES {
+            assert!(seen.insert(t.name), "duplicate table {}", t.name);
+            let mut cols = HashSet::new();
+            for c in t.columns {
+                assert!(cols.insert(c.name), "duplicate column {}.{}", t.name, c.name);
+            }
+        }
+    }
+
+    #[test]
+    fn reference_tables_are_wholly_airtable_owned_and_operational_wholly_postgres() {
+        for t in tables_of(TableKind::Reference) {
+            assert!(t.columns.iter().all(|c| c.owner == Owner::Airtable), "{}", t.name);
+        }
+        for t in tables_of(TableKind::Operational) {
+            assert!(t.columns.iter().all(|c| c.owner == Owner::Postgres), "{}", t.name);
+        }
+        for t in tables_of(TableKind::Mixed) {
+            assert!(t.owned_by(Owner::Airtable).next().is_some(), "{}", t.name);
+            assert!(t.owned_by(Owner::Postgres).next().is_some(), "{}", t.name);
+        }
+    }
+
+    #[test]
+    fn secrets_are_postgres_owned() {
+        let secrets: Vec<_> =
+            TABLES.iter().flat_map(|t| t.columns.iter().filter(|c| c.secret)).collect();
+        assert_eq!(secrets.len(), 1);
+        assert!(secrets.iter().all(|c| c.owner == Owner::Postgres));
+    }
+
+    #[test]
+    fn published_tables_are_the_operational_mixed_and_outbox() {
+        let published: Vec<_> =
+            TABLES.iter().filter(|t| t.is_published()).map(|t| t.name).collect();
+        assert!(published.contains(&"programs"));
+        assert!(published.contains(&"users"));
+        assert!(published.contains(&"sync_outbox"));
+        assert!(!published.contains(&"airtable_id_map"));
+        assert!(!published.contains(&"methods"));
+    }
+}

@@ -1,0 +1,6 @@
+mod catalog;
+mod errors;
+mod migrations;
+mod roles;
+mod startup;
+mod transactions;

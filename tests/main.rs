@@ -1,0 +1,3 @@
+//! End-to-end tests against a real PostgreSQL (see support/).
+
+mod foundation;

@@ -1,0 +1,7 @@
+//! Test support: a real, throwaway PostgreSQL (never a mock) and fresh migrated databases.
+
+pub mod bin;
+pub mod pg;
+
+pub use bin::cargo_bin;
+pub use pg::{empty_db, shared_cluster, test_db, Cluster, ClusterOptions, TestDb, TEST_ROLES};
