@@ -3,7 +3,10 @@
 //! - Postgres: DATABASE_URL when set, else a throwaway cluster (wal_level=logical) that lives
 //!   until Ctrl-C. Migrated, with demo data.
 //! - The API on API_ADDR (default 127.0.0.1:8080).
+//! - Airtable: when AIRTABLE_TOKEN is unset, the local emulator (bases and tables appear as
+//!   they are written to; its admin surface shows everything at /_admin/state).
 
+use airtable_emulator::{Emulator, EmulatorConfig};
 use anyhow::Context;
 use schema::postgres::{self, migrate, PgConfig};
 use testkit::{Cluster, ClusterOptions};
@@ -40,6 +43,15 @@ async fn main() -> anyhow::Result<()> {
     sqlx::raw_sql(DEMO_SQL).execute(&pool).await.context("loading demo data")?;
     pool.close().await;
 
+    // Keep the emulator alive for the whole run, like the cluster.
+    let emulator = match std::env::var("AIRTABLE_TOKEN") {
+        Ok(t) if !t.is_empty() => None,
+        _ => {
+            let token = format!("patLOCAL{}", uuid::Uuid::new_v4().simple());
+            Some(Emulator::start(EmulatorConfig::new(token), "127.0.0.1:0".parse()?).await?)
+        }
+    };
+
     let api_addr = std::env::var("API_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".into());
     let api_config = api::Config {
         addr: api_addr.parse().context("API_ADDR must be host:port")?,
@@ -55,6 +67,13 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!("  Postgres   {}", PgConfig::new(database_url, "stack").redacted_url());
     println!("  API        {api_url}/api/health   (ready: {api_url}/api/ready)");
+    match &emulator {
+        Some(e) => {
+            println!("  Airtable   {} (local emulator; AIRTABLE_TOKEN={})", e.url(), e.token());
+            println!("             everything it holds: {}/_admin/state", e.url());
+        }
+        None => println!("  Airtable   AIRTABLE_TOKEN is set: using AIRTABLE_API_URL (default https://api.airtable.com)"),
+    }
     println!();
     println!(
         "Press Ctrl-C to stop{}.",

@@ -158,7 +158,7 @@ async fn pipeline(
         Some(Before::Error(s)) => return fail(ApiError::Server(s)),
         Some(Before::RateLimit) => {
             lock(&shared.limiter).penalize(route.base(), limits.penalty, Instant::now());
-            let retry_after = limits.retry_after_header.then(|| limits.penalty.as_secs());
+            let retry_after = limits.retry_after_header.then_some(limits.penalty.as_secs());
             return fail(ApiError::RateLimited { retry_after });
         }
         None => {}

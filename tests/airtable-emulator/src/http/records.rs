@@ -1,7 +1,12 @@
 //! The records API (§3).
 
 use super::{query, Handled, Request};
-use crate::{error::ApiError, lock, model::RecordInput, Shared};
+use crate::{
+    error::ApiError,
+    lock,
+    model::{RecordInput, UpsertOptions},
+    Shared,
+};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
@@ -146,8 +151,13 @@ pub fn update_many(
     let multiple_match = shared.config.multiple_match_error;
     shared.write(base, table, "publicApi", |b, ti, now| match &w.merge_on {
         Some(merge_on) => {
-            let (outcome, changes) =
-                b.upsert(ti, &w.records, merge_on, replace, w.typecast, now, multiple_match)?;
+            let options = UpsertOptions {
+                merge_on,
+                replace,
+                typecast: w.typecast,
+                multiple_match_error: multiple_match,
+            };
+            let (outcome, changes) = b.upsert(ti, &w.records, &options, now)?;
             let body = json!({
                 "records": b.render_all(ti, &outcome.records, w.by_id),
                 "createdRecords": outcome.created,

@@ -89,6 +89,18 @@ pub struct RecordInput {
     pub fields: Map<String, Value>,
 }
 
+/// How an upsert matches and writes.
+#[derive(Debug, Clone, Copy)]
+pub struct UpsertOptions<'a> {
+    /// 1–3 field names or ids.
+    pub merge_on: &'a [String],
+    /// PUT semantics: clear the fields not sent.
+    pub replace: bool,
+    pub typecast: bool,
+    /// Error type when merge fields match more than one record.
+    pub multiple_match_error: &'static str,
+}
+
 /// The result of an upsert: every record in request order, split into created/updated.
 #[derive(Debug, Default)]
 pub struct UpsertOutcome {
@@ -467,12 +479,10 @@ impl Base {
         &mut self,
         ti: usize,
         inputs: &[RecordInput],
-        merge_on: &[String],
-        replace: bool,
-        typecast: bool,
+        o: &UpsertOptions<'_>,
         now: DateTime<Utc>,
-        multiple_match_error: &'static str,
     ) -> Result<(UpsertOutcome, Changes), ApiError> {
+        let UpsertOptions { merge_on, replace, typecast, multiple_match_error } = *o;
         check_batch(inputs.len(), "upserted")?;
         if merge_on.is_empty() || merge_on.len() > 3 {
             return Err(ApiError::invalid_request("fieldsToMergeOn must name 1 to 3 fields"));

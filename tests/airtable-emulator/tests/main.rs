@@ -1,0 +1,13 @@
+//! The emulator over HTTP, as a client sees it.
+
+mod support;
+
+mod binary;
+mod faults;
+mod limits;
+mod list;
+mod meta_admin;
+mod pyairtable;
+mod records;
+mod upsert;
+mod webhooks;
