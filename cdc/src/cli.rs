@@ -1,8 +1,15 @@
 //! The operator CLI. Every command reads the environment contract (README) and exits
 //! non-zero with a message naming the fix when something is wrong.
 
-use crate::telemetry::LogFormat;
-use clap::{Parser, Subcommand};
+use crate::{
+    config::{published_tables, CdcConfig},
+    destination::{LogDestination, NullDestination},
+    postgres::{self, check, publication, slot, ConnInfo},
+    run::{shutdown_on_signals, Daemon},
+    telemetry::LogFormat,
+};
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
 use schema::postgres::PgConfig;
 
 #[derive(Debug, Parser)]
@@ -15,6 +22,14 @@ pub struct Cli {
     pub command: Command,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DestinationKind {
+    /// One JSON line per change on stdout.
+    Log,
+    /// Discard (measure the stream alone).
+    Null,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Apply pending migrations to DATABASE_URL (a role with CREATEROLE that owns the
@@ -24,13 +39,200 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Stream committed changes from the slot (created with the publication when missing).
+    Run {
+        #[arg(long, env = "CDC_DESTINATION", value_enum, default_value_t = DestinationKind::Log)]
+        destination: DestinationKind,
+    },
+    /// Check the database for the daemon: wal_level, slot and sender headroom, REPLICATION,
+    /// replica identities, max_slot_wal_keep_size, publication, slot, replication origins.
+    Check {
+        /// Print the findings as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The publication (CDC_PUBLICATION).
+    Publication {
+        #[command(subcommand)]
+        action: PublicationAction,
+    },
+    /// The replication slot (CDC_SLOT): the outbound checkpoint.
+    Slot {
+        #[command(subcommand)]
+        action: SlotAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PublicationAction {
+    /// Create or alter the publication to hold exactly the mapped tables (run as their owner).
+    Sync,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SlotAction {
+    /// Create the slot (pgoutput) if it does not exist.
+    Create,
+    /// Show the slot: active pid, confirmed_flush_lsn, retained WAL, wal_status, safe_wal_size, lag.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop the slot. Everything not yet streamed is lost to the daemon.
+    Drop {
+        /// Required: dropping loses the checkpoint.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Migrate { check } => {
-            let config = PgConfig::from_env("cdc")?;
-            crate::migrate::run(&config, check).await
+        Command::Migrate { check } => crate::migrate::run(&PgConfig::from_env("cdc")?, check).await,
+        Command::Run { destination } => {
+            let config = CdcConfig::from_env()?;
+            let shutdown = shutdown_on_signals();
+            match destination {
+                DestinationKind::Log => {
+                    run_daemon(&config, LogDestination::default(), shutdown).await
+                }
+                DestinationKind::Null => {
+                    run_daemon(&config, NullDestination::default(), shutdown).await
+                }
+            }
+        }
+        Command::Check { json } => {
+            let config = CdcConfig::from_env()?;
+            let client = sql(&config).await?;
+            let findings =
+                check::run(&client, &config.slot, &config.publication, &published_tables()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&findings)?);
+            } else {
+                for f in &findings {
+                    println!(
+                        "{:<5} {:<24} {}",
+                        if f.ok { "ok" } else { "FAIL" },
+                        f.check,
+                        f.detail
+                    );
+                    if let Some(fix) = &f.fix {
+                        println!("      fix: {fix}");
+                    }
+                }
+            }
+            let failed = findings.iter().filter(|f| !f.ok).count();
+            if failed > 0 {
+                bail!("{failed} check(s) failed");
+            }
+            Ok(())
+        }
+        Command::Publication { action: PublicationAction::Sync } => {
+            let config = CdcConfig::from_env()?;
+            let client = sql(&config).await?;
+            match publication::sync(&client, &config.publication, &published_tables()).await? {
+                publication::PublicationChange::Created => {
+                    println!("created publication {}", config.publication)
+                }
+                publication::PublicationChange::Altered { added, removed } => println!(
+                    "altered publication {}: added {added:?}, removed {removed:?}",
+                    config.publication
+                ),
+                publication::PublicationChange::Unchanged => println!(
+                    "publication {} already holds exactly the mapped tables",
+                    config.publication
+                ),
+            }
+            Ok(())
+        }
+        Command::Slot { action } => {
+            let config = CdcConfig::from_env()?;
+            let client = sql(&config).await?;
+            slot_command(&client, &config.slot, action).await
         }
     }
+}
+
+async fn sql(config: &CdcConfig) -> anyhow::Result<tokio_postgres::Client> {
+    let conn = ConnInfo::from_config(&config.postgres)?;
+    postgres::connect(&conn, &config.postgres.application_name)
+        .await
+        .with_context(|| format!("cannot connect to {}", config.postgres.redacted_url()))
+}
+
+async fn run_daemon<D: crate::destination::Destination>(
+    config: &CdcConfig,
+    destination: D,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let daemon = Daemon::build(config, destination).await?;
+    tracing::info!(ops = %daemon.ops_addr(), "cdc running");
+    daemon.run_until(shutdown).await?;
+    Ok(())
+}
+
+async fn slot_command(
+    client: &tokio_postgres::Client,
+    name: &str,
+    action: SlotAction,
+) -> anyhow::Result<()> {
+    match action {
+        SlotAction::Create => match slot::status(client, name).await? {
+            Some(s) => {
+                if let Some(p) = s.problem() {
+                    bail!("{p}");
+                }
+                println!("slot {name} already exists (confirmed {:?})", s.confirmed_flush_lsn);
+            }
+            None => println!("created slot {name} at {}", slot::create(client, name).await?),
+        },
+        SlotAction::Status { json } => {
+            let Some(s) = slot::status(client, name).await? else {
+                bail!("slot {name} does not exist: create it with `cdc slot create`")
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!("slot                 {}", s.name);
+                println!(
+                    "active               {} (pid {})",
+                    s.active,
+                    s.active_pid.map_or("-".into(), |p| p.to_string())
+                );
+                println!(
+                    "confirmed_flush_lsn  {}",
+                    s.confirmed_flush_lsn.as_deref().unwrap_or("-")
+                );
+                println!("restart_lsn          {}", s.restart_lsn.as_deref().unwrap_or("-"));
+                println!("lag                  {} bytes", s.lag_bytes.unwrap_or(0));
+                println!("retained WAL         {} bytes", s.retained_bytes.unwrap_or(0));
+                println!("wal_status           {}", s.wal_status.as_deref().unwrap_or("-"));
+                println!(
+                    "safe_wal_size        {}",
+                    s.safe_wal_size.map_or("unlimited".into(), |b| format!("{b} bytes"))
+                );
+            }
+            if let Some(p) = s.problem() {
+                bail!("{p}");
+            }
+        }
+        SlotAction::Drop { yes } => {
+            if !yes {
+                bail!(
+                    "dropping slot {name} loses the outbound checkpoint; pass --yes if you mean it"
+                );
+            }
+            match slot::status(client, name).await? {
+                None => bail!("slot {name} does not exist"),
+                Some(s) if s.active => {
+                    bail!("slot {name} is in use by pid {:?}: stop `cdc run` first", s.active_pid)
+                }
+                Some(_) => {
+                    slot::drop(client, name).await?;
+                    println!("dropped slot {name}");
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,181 @@
+//! `cdc check`: is this database ready for the daemon? Each problem comes with its fix.
+
+use super::{publication, quote_ident, slot, SqlError};
+use serde::Serialize;
+use tokio_postgres::Client;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub check: &'static str,
+    pub ok: bool,
+    pub detail: String,
+    pub fix: Option<String>,
+}
+
+fn ok(check: &'static str, detail: impl Into<String>) -> Finding {
+    Finding { check, ok: true, detail: detail.into(), fix: None }
+}
+
+fn fail(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Finding {
+    Finding { check, ok: false, detail: detail.into(), fix: Some(fix.into()) }
+}
+
+async fn setting(client: &Client, name: &str) -> Result<String, SqlError> {
+    Ok(client.query_one("SELECT current_setting($1)", &[&name]).await?.get(0))
+}
+
+/// Runs every check for `slot_name`, `publication_name` and the tables to publish.
+pub async fn run(
+    client: &Client,
+    slot_name: &str,
+    publication_name: &str,
+    tables: &[(String, String)],
+) -> Result<Vec<Finding>, SqlError> {
+    let mut out = Vec::new();
+    let restart = "then restart PostgreSQL (this setting needs a restart)";
+
+    let wal_level = setting(client, "wal_level").await?;
+    out.push(if wal_level == "logical" {
+        ok("wal_level", "logical")
+    } else {
+        fail(
+            "wal_level",
+            format!("{wal_level}: logical decoding needs logical"),
+            format!("ALTER SYSTEM SET wal_level = logical; {restart}"),
+        )
+    });
+
+    let slot = slot::status(client, slot_name).await?;
+    let max_slots: i64 = setting(client, "max_replication_slots").await?.parse().unwrap_or(0);
+    let used_slots: i64 =
+        client.query_one("SELECT count(*) FROM pg_replication_slots", &[]).await?.get(0);
+    let needed = used_slots + i64::from(slot.is_none());
+    out.push(if needed <= max_slots {
+        ok("max_replication_slots", format!("{used_slots} of {max_slots} used"))
+    } else {
+        fail(
+            "max_replication_slots",
+            format!("{used_slots} of {max_slots} used, none left for {slot_name}"),
+            format!("ALTER SYSTEM SET max_replication_slots = {}; {restart}", needed + 2),
+        )
+    });
+
+    let max_senders: i64 = setting(client, "max_wal_senders").await?.parse().unwrap_or(0);
+    let senders: i64 =
+        client.query_one("SELECT count(*) FROM pg_stat_replication", &[]).await?.get(0);
+    let ours_running = slot.as_ref().is_some_and(|s| s.active);
+    out.push(if senders + i64::from(!ours_running) <= max_senders {
+        ok("max_wal_senders", format!("{senders} of {max_senders} in use"))
+    } else {
+        fail(
+            "max_wal_senders",
+            format!("{senders} of {max_senders} in use, none left for the daemon"),
+            format!("ALTER SYSTEM SET max_wal_senders = {}; {restart}", senders + 3),
+        )
+    });
+
+    let (user, can_replicate): (String, bool) = {
+        let r = client.query_one("SELECT current_user::text, rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user", &[]).await?;
+        (r.get(0), r.get(1))
+    };
+    out.push(if can_replicate {
+        ok("replication privilege", format!("role {user} may replicate"))
+    } else {
+        fail(
+            "replication privilege",
+            format!("role {user} lacks REPLICATION"),
+            format!("ALTER ROLE {} REPLICATION;", quote_ident(&user)),
+        )
+    });
+
+    let keep = setting(client, "max_slot_wal_keep_size").await?;
+    out.push(if keep != "-1" {
+        ok("max_slot_wal_keep_size", keep)
+    } else {
+        fail(
+            "max_slot_wal_keep_size",
+            "-1 (unlimited): a stalled daemon makes the slot keep WAL until the disk is full",
+            "ALTER SYSTEM SET max_slot_wal_keep_size = '10GB'; SELECT pg_reload_conf();",
+        )
+    });
+
+    for (schema_name, table) in tables {
+        let qualified = format!("{}.{}", quote_ident(schema_name), quote_ident(table));
+        let row = client
+            .query_opt(
+                "SELECT c.relreplident::text, EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+                 FROM pg_class c WHERE c.oid = to_regclass($1)",
+                &[&qualified],
+            )
+            .await?;
+        let name = format!("{schema_name}.{table}");
+        out.push(match row {
+            None => fail("replica identity", format!("{name} does not exist"), "run `cdc migrate`"),
+            Some(r) => {
+                let identity: String = r.get(0);
+                let has_pk: bool = r.get(1);
+                match (identity.as_str(), has_pk) {
+                    ("f", _) => ok("replica identity", format!("{name}: full")),
+                    ("i", _) => ok("replica identity", format!("{name}: index")),
+                    ("d", true) => ok("replica identity", format!("{name}: primary key")),
+                    _ => fail(
+                        "replica identity",
+                        format!("{name}: deletes would carry no key"),
+                        format!(
+                            "ALTER TABLE {qualified} REPLICA IDENTITY FULL; (or add a primary key)"
+                        ),
+                    ),
+                }
+            }
+        });
+    }
+
+    out.push(match publication::tables(client, publication_name).await? {
+        None => fail("publication", format!("{publication_name} does not exist"), "cdc publication sync"),
+        Some(current) => {
+            let missing: Vec<String> = tables.iter().filter(|t| !current.contains(t)).map(|(s, t)| format!("{s}.{t}")).collect();
+            let extra: Vec<String> = current.iter().filter(|c| !tables.contains(c)).map(|(s, t)| format!("{s}.{t}")).collect();
+            if missing.is_empty() && extra.is_empty() {
+                ok("publication", format!("{publication_name}: {} tables", current.len()))
+            } else {
+                fail("publication", format!("{publication_name} differs from the mapping: missing {missing:?}, extra {extra:?}"), "cdc publication sync")
+            }
+        }
+    });
+
+    out.push(match &slot {
+        None => fail(
+            "slot",
+            format!("{slot_name} does not exist"),
+            "cdc slot create (cdc run also creates it)",
+        ),
+        Some(s) => match s.problem() {
+            Some(p) => fail("slot", p, "see the message"),
+            None => ok(
+                "slot",
+                format!(
+                    "{slot_name}: confirmed {:?}, wal_status {:?}",
+                    s.confirmed_flush_lsn, s.wal_status
+                ),
+            ),
+        },
+    });
+
+    let origin: bool = client
+        .query_one(
+            "SELECT has_function_privilege('pg_replication_origin_session_setup(text)', 'EXECUTE')",
+            &[],
+        )
+        .await?
+        .get(0);
+    out.push(if origin {
+        ok("replication origin", "may run inbound writes under a replication origin")
+    } else {
+        fail(
+            "replication origin",
+            format!("role {user} cannot use replication origins: inbound writes would echo back to Airtable"),
+            "as a superuser: GRANT EXECUTE ON FUNCTION pg_replication_origin_create(text), pg_replication_origin_oid(text), pg_replication_origin_session_setup(text), pg_replication_origin_session_reset(), pg_replication_origin_xact_setup(pg_lsn, timestamptz) TO coach_sync;",
+        )
+    });
+    Ok(out)
+}

@@ -1,0 +1,141 @@
+//! `cdc run`: prepare the slot and publication, serve the ops endpoints, stream until a
+//! signal, then finish cleanly.
+
+use crate::{
+    config::{published_tables, CdcConfig, INBOUND_ORIGIN},
+    destination::Destination,
+    ops::{self, Ops},
+    postgres::{self, publication, slot, ConnInfo},
+    replication::{Stream, StreamConfig},
+};
+use anyhow::{bail, Context};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+use tokio::sync::watch;
+
+/// A prepared daemon: checks passed, listener bound.
+pub struct Daemon<D: Destination> {
+    stream: Stream<D>,
+    ops_addr: SocketAddr,
+    sampler: tokio::task::JoinHandle<()>,
+    ops_task: tokio::task::JoinHandle<()>,
+}
+
+impl<D: Destination> Daemon<D> {
+    /// Refuses to start on an unmigrated database, creates a missing publication and slot,
+    /// refuses a lost slot, binds METRICS_ADDR.
+    pub async fn build(config: &CdcConfig, destination: D) -> anyhow::Result<Self> {
+        let pool = schema::postgres::connect(&config.postgres)
+            .await
+            .with_context(|| format!("cannot connect to {}", config.postgres.redacted_url()))?;
+        schema::postgres::migrate::ensure_current(&pool).await.context("refusing to start")?;
+        pool.close().await;
+
+        let conn = ConnInfo::from_config(&config.postgres)?;
+        let app = config.postgres.application_name.clone();
+        let client =
+            postgres::connect(&conn, &app).await.context("cannot connect for slot management")?;
+        if publication::tables(&client, &config.publication).await?.is_none() {
+            match publication::sync(&client, &config.publication, &published_tables()).await {
+                Ok(_) => tracing::info!(publication = %config.publication, "created the publication"),
+                Err(e) if e.code() == Some("42501") => bail!(
+                    "publication {:?} is missing and this role may not create it (it must own the tables): run `cdc publication sync` as the schema owner (a member of coach_migrator)",
+                    config.publication
+                ),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match slot::status(&client, &config.slot).await? {
+            None => {
+                let at = slot::create(&client, &config.slot)
+                    .await
+                    .context("cannot create the replication slot")?;
+                tracing::info!(slot = %config.slot, consistent_point = %at, "created the replication slot");
+            }
+            Some(s) if s.wal_status.as_deref() == Some("lost") => {
+                bail!("{}", s.problem().unwrap_or_default())
+            }
+            Some(s) => {
+                if let Some(p) = s.problem() {
+                    tracing::warn!(problem = %p, "slot at risk");
+                }
+            }
+        }
+
+        let mut stream_config =
+            StreamConfig::new(conn.clone(), config.slot.clone(), config.publication.clone());
+        stream_config.application_name = app.clone();
+        stream_config.status_interval = config.status_interval;
+        stream_config.skip_origin = Some(INBOUND_ORIGIN.to_owned());
+        let stream = Stream::new(stream_config, destination);
+        let ops = Ops { stream: stream.health(), slot_problem: Arc::new(Mutex::new(None)) };
+        let (ops_addr, ops_task) = ops::serve(config.metrics_addr, ops.clone())
+            .await
+            .with_context(|| format!("cannot listen on METRICS_ADDR {}", config.metrics_addr))?;
+        let sampler =
+            tokio::spawn(sample_slot(client, config.slot.clone(), config.lag_interval, ops));
+        Ok(Self { stream, ops_addr, sampler, ops_task })
+    }
+
+    /// Where /metrics, /healthz and /readyz are served.
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops_addr
+    }
+
+    /// Streams until `shutdown` turns true; returns the destination.
+    pub async fn run_until(self, shutdown: watch::Receiver<bool>) -> anyhow::Result<D> {
+        let result = self.stream.run(shutdown).await;
+        self.sampler.abort();
+        self.ops_task.abort();
+        Ok(result?)
+    }
+}
+
+/// Samples the slot: lag, retained WAL, wal_status, safe_wal_size; readiness follows it.
+async fn sample_slot(client: tokio_postgres::Client, slot_name: String, every: Duration, ops: Ops) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let problem = match slot::status(&client, &slot_name).await {
+            Ok(Some(s)) => {
+                metrics::gauge!("cdc_replication_lag_bytes").set(s.lag_bytes.unwrap_or(0) as f64);
+                metrics::gauge!("cdc_retained_wal_bytes").set(s.retained_bytes.unwrap_or(0) as f64);
+                metrics::gauge!("cdc_safe_wal_size_bytes")
+                    .set(s.safe_wal_size.unwrap_or(-1) as f64);
+                for status in ["reserved", "extended", "unreserved", "lost"] {
+                    let v = if s.wal_status.as_deref() == Some(status) { 1.0 } else { 0.0 };
+                    metrics::gauge!("cdc_slot_wal_status", "status" => status).set(v);
+                }
+                s.problem()
+            }
+            Ok(None) => {
+                Some(format!("replication slot {slot_name} does not exist: run `cdc slot create`"))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot sample the slot");
+                continue;
+            }
+        };
+        *ops.slot_problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
+    }
+}
+
+/// A watch that turns true on SIGINT or SIGTERM.
+pub fn shutdown_on_signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+        }
+        tracing::info!("signal received: stopping");
+        let _ = tx.send(true);
+    });
+    rx
+}
