@@ -1,3 +1,4 @@
 //! End-to-end tests against a real PostgreSQL (see support/).
 
 mod foundation;
+mod replication;

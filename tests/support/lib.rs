@@ -1,6 +1,7 @@
 //! Test support: a real, throwaway PostgreSQL (never a mock) and fresh migrated databases.
 
 pub mod bin;
+pub mod cdc;
 pub mod pg;
 
 pub use bin::cargo_bin;

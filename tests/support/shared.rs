@@ -55,6 +55,31 @@ impl Drop for TestDb {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             rt.block_on(async {
                 let mut conn = PgConnection::connect(&url).await.ok()?;
+                // A database with logical slots cannot be dropped: end their walsenders,
+                // then drop the slots.
+                let _ = sqlx::query(
+                    "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active_pid IS NOT NULL",
+                )
+                .bind(&name)
+                .execute(&mut conn)
+                .await;
+                for _ in 0..100 {
+                    let dropped = sqlx::query(
+                        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active",
+                    )
+                    .bind(&name)
+                    .execute(&mut conn)
+                    .await;
+                    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_replication_slots WHERE database = $1")
+                        .bind(&name)
+                        .fetch_one(&mut conn)
+                        .await
+                        .unwrap_or(0);
+                    if dropped.is_ok() && left == 0 {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
                 sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
                     .execute(&mut conn)
                     .await

@@ -91,8 +91,8 @@ pub async fn advance(client: &Client, slot: &str, lsn: Lsn) -> Result<(), SqlErr
     let target = lsn.to_string();
     client
         .execute(
-            "SELECT pg_replication_slot_advance($1, $2::pg_lsn) FROM pg_replication_slots
-             WHERE slot_name = $1 AND confirmed_flush_lsn < $2::pg_lsn",
+            "SELECT pg_replication_slot_advance($1, $2::text::pg_lsn) FROM pg_replication_slots
+             WHERE slot_name = $1 AND confirmed_flush_lsn < $2::text::pg_lsn",
             &[&slot, &target],
         )
         .await?;

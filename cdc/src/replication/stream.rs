@@ -177,8 +177,14 @@ impl<D: Destination> Stream<D> {
         }
     }
 
+    /// Starts at what the destination already acknowledged (when ahead of the slot): the
+    /// server then skips those transactions, so an acknowledged one is never handed again.
     fn replication_config(&self) -> ReplicationConfig {
         let c = &self.config;
+        let start = self
+            .destination
+            .acknowledged()
+            .max(Lsn(self.health.confirmed_lsn.load(Ordering::SeqCst)));
         ReplicationConfig::new(
             c.conn.host.clone(),
             c.conn.user.clone(),
@@ -189,8 +195,8 @@ impl<D: Destination> Stream<D> {
         )
         .with_port(c.conn.port)
         .with_tls(c.conn.tls())
-        // Zero: start at the slot's confirmed position.
-        .with_start_lsn(Lsn::ZERO)
+        // Zero means the slot's confirmed position; the server never goes below it.
+        .with_start_lsn(start)
         .with_status_interval(c.status_interval)
         .with_buffer_size(c.buffer_events)
         .with_application_name(c.application_name.clone())

@@ -1,0 +1,4 @@
+//! The logical replication stream against a real PostgreSQL with wal_level=logical.
+
+mod ops;
+mod stream;
