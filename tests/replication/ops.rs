@@ -141,3 +141,74 @@ async fn the_daemon_creates_slot_and_publication_serves_health_and_metrics_and_s
         .expect("slot");
     assert!(confirmed);
 }
+
+#[tokio::test]
+async fn cdc_run_streams_changes_and_exits_zero_on_sigterm_with_the_position_confirmed() {
+    let db = test_db().await;
+    let slot = testkit::cdc::slot_name();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut child = tokio::process::Command::new(cargo_bin("cdc"))
+        .args(["run", "--destination", "log"])
+        .env("DATABASE_URL", db.url())
+        .env("CDC_SLOT", &slot)
+        .env("CDC_PUBLICATION", format!("{slot}_pub"))
+        .env("METRICS_ADDR", format!("127.0.0.1:{port}"))
+        .env("CDC_STATUS_INTERVAL_MS", "100")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let http = reqwest::Client::new();
+    wait_until(Duration::from_secs(30), "cdc run ready", || async {
+        http.get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status() == 200)
+            .unwrap_or(false)
+    })
+    .await;
+    sqlx::raw_sql(include_str!("../stack/demo.sql")).execute(&db.pool).await.expect("demo data");
+    wait_until(Duration::from_secs(20), "the demo data streamed", || async {
+        let body = http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        body.contains("cdc_events_total{table=\"habit_usage\",op=\"insert\"}")
+    })
+    .await;
+    let pid = child.id().expect("pid");
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success());
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("exits in time")
+        .expect("output");
+    assert!(out.status.success(), "exit status {:?}", out.status);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().any(|l| l.contains("\"table\":\"users\"") && l.contains("demo@example.com")),
+        "{stdout}"
+    );
+    let last_commit = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["op"] == "commit")
+        .filter_map(|v| v["lsn"].as_str().map(str::to_owned))
+        .last()
+        .expect("a commit line");
+    assert!(
+        testkit::cdc::confirmed_past(&db.pool, &slot, &last_commit).await,
+        "the last commit ({last_commit}) is confirmed on the way out"
+    );
+}
