@@ -2,8 +2,11 @@
 //! non-zero with a message naming the fix when something is wrong.
 
 use crate::{
-    config::{published_tables, CdcConfig},
-    destination::{LogDestination, NullDestination},
+    config::{load_mapping, published_tables, CdcConfig},
+    destination::{
+        airtable::{AirtableConfig, AirtableDestination, Budget},
+        LogDestination, NullDestination,
+    },
     postgres::{self, check, publication, slot, ConnInfo},
     run::{shutdown_on_signals, Daemon},
     telemetry::LogFormat,
@@ -11,6 +14,7 @@ use crate::{
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use schema::postgres::PgConfig;
+use std::sync::Arc;
 
 #[derive(Debug, Parser)]
 #[command(name = "cdc", version, about = "Postgres <-> Airtable sync daemon and operator CLI")]
@@ -24,6 +28,8 @@ pub struct Cli {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum DestinationKind {
+    /// Airtable (AIRTABLE_API_URL, AIRTABLE_TOKEN, AIRTABLE_BASE_ID, SYNC_MAPPING).
+    Airtable,
     /// One JSON line per change on stdout.
     Log,
     /// Discard (measure the stream alone).
@@ -41,7 +47,7 @@ pub enum Command {
     },
     /// Stream committed changes from the slot (created with the publication when missing).
     Run {
-        #[arg(long, env = "CDC_DESTINATION", value_enum, default_value_t = DestinationKind::Log)]
+        #[arg(long, env = "CDC_DESTINATION", value_enum, default_value_t = DestinationKind::Airtable)]
         destination: DestinationKind,
     },
     /// Check the database for the daemon: wal_level, slot and sender headroom, REPLICATION,
@@ -61,6 +67,42 @@ pub enum Command {
         #[command(subcommand)]
         action: SlotAction,
     },
+    /// The dead-letter queue: what could not be synced.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+    /// Re-send the current state of a mapped table, or of one row, to Airtable.
+    Resync {
+        /// A mapped Postgres table, e.g. programs.
+        table: String,
+        /// One row's id; without it, the whole table.
+        id: Option<uuid::Uuid>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// Pending dead letters (with --all, resolved ones too).
+    List {
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One dead letter in full: payload, error, attempts.
+    Show { id: i64 },
+    /// Send again, through the outbox (the row's current state is read when it is sent).
+    Replay {
+        /// Dead letter ids; none with --all.
+        ids: Vec<i64>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Give up on a dead letter (kept, marked discarded).
+    Discard { id: i64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +135,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = CdcConfig::from_env()?;
             let shutdown = shutdown_on_signals();
             match destination {
+                DestinationKind::Airtable => {
+                    let airtable = AirtableConfig::from_env().context("the Airtable destination needs AIRTABLE_TOKEN and AIRTABLE_BASE_ID (or run with --destination log)")?;
+                    let mapping = Arc::new(load_mapping().map_err(anyhow::Error::msg)?);
+                    let pool =
+                        schema::postgres::connect(&config.postgres).await.with_context(|| {
+                            format!("cannot connect to {}", config.postgres.redacted_url())
+                        })?;
+                    let budget = Arc::new(Budget::new(
+                        airtable.base_rps,
+                        airtable.token_rps,
+                        airtable.window,
+                    ));
+                    let destination = AirtableDestination::new(airtable, mapping, pool, budget)?;
+                    destination.validate_against_airtable().await.map_err(|e| {
+                        anyhow::anyhow!("the mapping does not fit the Airtable base: {e}")
+                    })?;
+                    run_daemon(&config, destination, shutdown).await
+                }
                 DestinationKind::Log => {
                     run_daemon(&config, LogDestination::default(), shutdown).await
                 }
@@ -104,8 +164,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check { json } => {
             let config = CdcConfig::from_env()?;
             let client = sql(&config).await?;
+            let mapping = load_mapping().map_err(anyhow::Error::msg)?;
             let findings =
-                check::run(&client, &config.slot, &config.publication, &published_tables()).await?;
+                check::run(&client, &config.slot, &config.publication, &published_tables(&mapping))
+                    .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&findings)?);
             } else {
@@ -130,7 +192,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Publication { action: PublicationAction::Sync } => {
             let config = CdcConfig::from_env()?;
             let client = sql(&config).await?;
-            match publication::sync(&client, &config.publication, &published_tables()).await? {
+            let mapping = load_mapping().map_err(anyhow::Error::msg)?;
+            match publication::sync(&client, &config.publication, &published_tables(&mapping))
+                .await?
+            {
                 publication::PublicationChange::Created => {
                     println!("created publication {}", config.publication)
                 }
@@ -143,6 +208,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     config.publication
                 ),
             }
+            Ok(())
+        }
+        Command::Dlq { action } => dlq_command(action).await,
+        Command::Resync { table, id } => {
+            let pool = schema::postgres::connect(&PgConfig::from_env("cdc")?).await?;
+            crate::dlq::resync(&pool, &table, id).await?;
+            println!(
+                "queued a resync of {table}{}",
+                id.map(|i| format!(" {i}")).unwrap_or_default()
+            );
             Ok(())
         }
         Command::Slot { action } => {
@@ -232,6 +307,57 @@ async fn slot_command(
                     println!("dropped slot {name}");
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+async fn dlq_command(action: DlqAction) -> anyhow::Result<()> {
+    let pool = schema::postgres::connect(&PgConfig::from_env("cdc")?).await?;
+    match action {
+        DlqAction::List { all, limit, json } => {
+            let rows = crate::dlq::list(&pool, all, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if rows.is_empty() {
+                println!("no dead letters{}", if all { "" } else { " pending" });
+            } else {
+                println!(
+                    "{:>6}  {:<9} {:<22} {:<36} {:<7} {:<26} {:>8}  {:<9} first failed",
+                    "id", "direction", "table", "pg id", "op", "error", "attempts", "status"
+                );
+                for r in rows {
+                    println!(
+                        "{:>6}  {:<9} {:<22} {:<36} {:<7} {:<26} {:>8}  {:<9} {}",
+                        r.id,
+                        r.direction,
+                        r.table_name.unwrap_or_default(),
+                        r.pg_id.map(|u| u.to_string()).unwrap_or_default(),
+                        r.operation,
+                        r.error_code,
+                        r.attempts,
+                        r.status,
+                        r.first_failed_at.to_rfc3339()
+                    );
+                }
+            }
+        }
+        DlqAction::Show { id } => {
+            println!("{}", serde_json::to_string_pretty(&crate::dlq::show(&pool, id).await?)?)
+        }
+        DlqAction::Replay { ids, all } => {
+            if ids.is_empty() && !all {
+                bail!("name dead letter ids, or pass --all");
+            }
+            let n = crate::dlq::replay(&pool, if all { None } else { Some(&ids) }).await?;
+            if n == 0 {
+                bail!("nothing to replay: no such pending outbound dead letter");
+            }
+            println!("queued {n} replay(s); they are sent in stream order (see `cdc dlq list`)");
+        }
+        DlqAction::Discard { id } => {
+            crate::dlq::discard(&pool, id).await?;
+            println!("discarded dead letter {id}");
         }
     }
     Ok(())

@@ -62,11 +62,59 @@ impl CdcConfig {
     }
 }
 
-/// The tables the publication holds: every published table of the registry.
-pub fn published_tables() -> Vec<(String, String)> {
-    schema::registry::TABLES
+/// The mapping: SYNC_MAPPING when set, else the one shipped in schema/mapping.toml.
+pub fn load_mapping() -> Result<schema::mapping::Mapping, String> {
+    match var("SYNC_MAPPING") {
+        None => schema::mapping::Mapping::default_mapping()
+            .map_err(|e| format!("the built-in mapping: {e}")),
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("SYNC_MAPPING {path}: {e}"))?;
+            schema::mapping::Mapping::parse(&text).map_err(|e| format!("SYNC_MAPPING {path}: {e}"))
+        }
+    }
+}
+
+/// The tables the publication holds: every mapped table with Postgres-owned fields, and the
+/// outbox.
+pub fn published_tables(mapping: &schema::mapping::Mapping) -> Vec<(String, String)> {
+    mapping
+        .tables
         .iter()
-        .filter(|t| t.is_published())
-        .map(|t| ("public".to_owned(), t.name.to_owned()))
+        .filter(|t| t.outbound().next().is_some())
+        .map(|t| t.table.name)
+        .chain(std::iter::once("sync_outbox"))
+        .map(|t| ("public".to_owned(), t.to_owned()))
         .collect()
+}
+
+/// Checks every mapped column exists in Postgres (the catalog, not just the registry).
+pub async fn validate_mapping_catalog(
+    mapping: &schema::mapping::Mapping,
+    client: &tokio_postgres::Client,
+) -> Result<(), String> {
+    let mut problems = Vec::new();
+    for t in &mapping.tables {
+        let rows = client
+            .query("SELECT column_name::text FROM information_schema.columns WHERE table_schema = 'public' AND table_name = $1", &[&t.table.name])
+            .await
+            .map_err(|e| e.to_string())?;
+        let have: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        if have.is_empty() {
+            problems.push(format!("mapped table {} does not exist in Postgres", t.table.name));
+        }
+        for c in &t.columns {
+            if !have.contains(&c.column) {
+                problems.push(format!(
+                    "mapped column {}.{} does not exist in Postgres",
+                    t.table.name, c.column
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
 }

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod destination;
+pub mod dlq;
 pub mod migrate;
 pub mod ops;
 pub mod postgres;

@@ -2,7 +2,7 @@
 //! signal, then finish cleanly.
 
 use crate::{
-    config::{published_tables, CdcConfig, INBOUND_ORIGIN},
+    config::{load_mapping, published_tables, validate_mapping_catalog, CdcConfig, INBOUND_ORIGIN},
     destination::Destination,
     ops::{self, Ops},
     postgres::{self, publication, slot, ConnInfo},
@@ -38,8 +38,12 @@ impl<D: Destination> Daemon<D> {
         let app = config.postgres.application_name.clone();
         let client =
             postgres::connect(&conn, &app).await.context("cannot connect for slot management")?;
+        let mapping = load_mapping().map_err(anyhow::Error::msg)?;
+        validate_mapping_catalog(&mapping, &client)
+            .await
+            .map_err(|e| anyhow::anyhow!("the mapping does not fit the database: {e}"))?;
         if publication::tables(&client, &config.publication).await?.is_none() {
-            match publication::sync(&client, &config.publication, &published_tables()).await {
+            match publication::sync(&client, &config.publication, &published_tables(&mapping)).await {
                 Ok(_) => tracing::info!(publication = %config.publication, "created the publication"),
                 Err(e) if e.code() == Some("42501") => bail!(
                     "publication {:?} is missing and this role may not create it (it must own the tables): run `cdc publication sync` as the schema owner (a member of coach_migrator)",

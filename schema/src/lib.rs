@@ -2,8 +2,10 @@
 //!
 //! - [`registry`]: every table, who owns each of its fields (Postgres or Airtable), and the
 //!   ordering the sync needs.
+//! - [`mapping`]: the Postgres -> Airtable mapping (`schema/mapping.toml`).
 //! - [`postgres`]: the Postgres runtime both processes use: pool from the environment
 //!   contract, retrying transactions, stable error kinds, migrations and readiness.
 
+pub mod mapping;
 pub mod postgres;
 pub mod registry;

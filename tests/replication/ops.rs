@@ -151,7 +151,7 @@ async fn cdc_run_streams_changes_and_exits_zero_on_sigterm_with_the_position_con
         .local_addr()
         .expect("addr")
         .port();
-    let mut child = tokio::process::Command::new(cargo_bin("cdc"))
+    let child = tokio::process::Command::new(cargo_bin("cdc"))
         .args(["run", "--destination", "log"])
         .env("DATABASE_URL", db.url())
         .env("CDC_SLOT", &slot)
@@ -202,10 +202,11 @@ async fn cdc_run_streams_changes_and_exits_zero_on_sigterm_with_the_position_con
     );
     let last_commit = stdout
         .lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["op"] == "commit")
         .filter_map(|v| v["lsn"].as_str().map(str::to_owned))
-        .last()
+        .next()
         .expect("a commit line");
     assert!(
         testkit::cdc::confirmed_past(&db.pool, &slot, &last_commit).await,

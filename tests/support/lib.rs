@@ -1,5 +1,6 @@
 //! Test support: a real, throwaway PostgreSQL (never a mock) and fresh migrated databases.
 
+pub mod airtable;
 pub mod bin;
 pub mod cdc;
 pub mod pg;

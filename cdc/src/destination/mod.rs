@@ -1,5 +1,6 @@
 //! Destinations: where the stream hands committed changes.
 
+pub mod airtable;
 mod log;
 mod memory;
 mod null;

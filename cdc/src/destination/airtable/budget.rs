@@ -1,0 +1,147 @@
+//! One request budget per base and per token, shared by everything the daemon sends
+//! (outbound writes, inbound reads, the users fast lane): never more than N requests in any
+//! sliding window, and after a 429 nothing until the penalty is over. The fast lane goes first.
+
+use std::{collections::VecDeque, sync::Mutex, time::Duration};
+// tokio's clock: the same as std's in production, pausable in tests.
+use tokio::time::Instant;
+
+/// Priority of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Users provisioning: ahead of any bulk work.
+    Fast,
+    Bulk,
+}
+
+#[derive(Debug)]
+struct Window {
+    limit: Option<u32>,
+    window: Duration,
+    sent: VecDeque<Instant>,
+    penalty_until: Option<Instant>,
+}
+
+impl Window {
+    /// How long to wait before one more request fits; None = it fits now.
+    fn wait(&mut self, now: Instant) -> Option<Duration> {
+        if let Some(until) = self.penalty_until.filter(|u| *u > now) {
+            return Some(until - now);
+        }
+        let limit = self.limit? as usize;
+        while self.sent.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
+            self.sent.pop_front();
+        }
+        if self.sent.len() < limit {
+            None
+        } else {
+            self.sent.front().map(|oldest| (*oldest + self.window).saturating_duration_since(now))
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    base: Window,
+    token: Window,
+    fast_waiting: usize,
+}
+
+/// The shared budget of one base and its token.
+#[derive(Debug)]
+pub struct Budget {
+    state: Mutex<State>,
+}
+
+impl Budget {
+    pub fn new(per_base: u32, per_token: u32, window: Duration) -> Self {
+        let w = |limit: u32| Window {
+            limit: (limit > 0).then_some(limit),
+            window,
+            sent: VecDeque::new(),
+            penalty_until: None,
+        };
+        Self {
+            state: Mutex::new(State { base: w(per_base), token: w(per_token), fast_waiting: 0 }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until one more request may be sent, and counts it.
+    pub async fn acquire(&self, lane: Lane) {
+        if lane == Lane::Fast {
+            self.lock().fast_waiting += 1;
+        }
+        loop {
+            let wait = {
+                let mut s = self.lock();
+                let now = Instant::now();
+                let wait = s.base.wait(now).max(s.token.wait(now));
+                match wait {
+                    None if lane == Lane::Bulk && s.fast_waiting > 0 => {
+                        Some(Duration::from_millis(2))
+                    }
+                    None => {
+                        s.base.sent.push_back(now);
+                        s.token.sent.push_back(now);
+                        if lane == Lane::Fast {
+                            s.fast_waiting -= 1;
+                        }
+                        None
+                    }
+                    some => some,
+                }
+            };
+            match wait {
+                None => return,
+                Some(d) => tokio::time::sleep(d.max(Duration::from_millis(1))).await,
+            }
+        }
+    }
+
+    /// Airtable answered 429: nothing more for `penalty`.
+    pub fn penalize(&self, penalty: Duration) {
+        let until = Instant::now() + penalty;
+        let mut s = self.lock();
+        s.base.penalty_until = Some(s.base.penalty_until.map_or(until, |u| u.max(until)));
+    }
+
+    /// Whether a penalty is running (for metrics and tests).
+    pub fn in_penalty(&self) -> bool {
+        self.lock().base.penalty_until.is_some_and(|u| u > Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn never_more_than_the_limit_in_any_window() {
+        let b = Budget::new(5, 50, Duration::from_secs(1));
+        let start = tokio::time::Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..12 {
+            b.acquire(Lane::Bulk).await;
+            times.push(start.elapsed());
+        }
+        for (i, t) in times.iter().enumerate() {
+            let in_window =
+                times.iter().filter(|u| **u <= *t && *t - **u < Duration::from_secs(1)).count();
+            assert!(in_window <= 5, "request {i} at {t:?}: {in_window} in its window");
+        }
+        assert!(times[5] >= Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_penalty_stops_everything_until_it_ends() {
+        let b = Budget::new(5, 50, Duration::from_secs(1));
+        b.penalize(Duration::from_secs(30));
+        let start = tokio::time::Instant::now();
+        b.acquire(Lane::Fast).await;
+        assert!(start.elapsed() >= Duration::from_secs(30));
+    }
+}

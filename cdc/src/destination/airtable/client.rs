@@ -1,0 +1,341 @@
+//! The IO service: Airtable requests through the shared budget, every response classified.
+//! Transient failures (429, 5xx, timeouts, dropped connections) are retried with jittered
+//! exponential backoff, bounded; everything else is returned at once, typed.
+
+use super::{
+    budget::{Budget, Lane},
+    config::AirtableConfig,
+};
+use rand::Rng;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Map, Value};
+use std::{sync::Arc, time::Duration, time::Instant};
+
+/// How a request failed for good.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AirtableError {
+    /// Airtable refused the request (4xx): retrying cannot help.
+    #[error("Airtable answered {status}: {kind}: {message}")]
+    Rejected { status: u16, kind: String, message: String },
+    /// Transient failures outlasted every attempt.
+    #[error("gave up after {attempts} attempts: {last}")]
+    Exhausted { attempts: u32, last: String },
+}
+
+impl AirtableError {
+    /// The Airtable error type (or a stable code of ours) for dead-letter rows.
+    pub fn code(&self) -> String {
+        match self {
+            AirtableError::Rejected { kind, .. } => kind.clone(),
+            AirtableError::Exhausted { .. } => "RETRIES_EXHAUSTED".into(),
+        }
+    }
+
+    pub fn attempts(&self) -> u32 {
+        match self {
+            AirtableError::Rejected { .. } => 1,
+            AirtableError::Exhausted { attempts, .. } => *attempts,
+        }
+    }
+
+    /// The record (or table) is not there: success for a delete.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, AirtableError::Rejected { status: 404, .. })
+            || matches!(self, AirtableError::Rejected { kind, .. } if kind == "ROW_DOES_NOT_EXIST" || kind == "MODEL_ID_NOT_FOUND")
+    }
+}
+
+pub struct AirtableClient {
+    http: reqwest::Client,
+    config: AirtableConfig,
+    budget: Arc<Budget>,
+}
+
+/// Airtable's error type from any of its three body shapes.
+fn error_kind(body: &Value) -> (String, String) {
+    match body {
+        Value::Object(o) => {
+            if let Some(e) = o.get("error") {
+                match e {
+                    Value::String(s) => return (s.clone(), String::new()),
+                    Value::Object(eo) => {
+                        let kind =
+                            eo.get("type").and_then(Value::as_str).unwrap_or("UNKNOWN").to_owned();
+                        let msg =
+                            eo.get("message").and_then(Value::as_str).unwrap_or("").to_owned();
+                        return (kind, msg);
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(first) = o.get("errors").and_then(Value::as_array).and_then(|a| a.first()) {
+                let kind =
+                    first.get("error").and_then(Value::as_str).unwrap_or("UNKNOWN").to_owned();
+                let msg = first.get("message").and_then(Value::as_str).unwrap_or("").to_owned();
+                return (kind, msg);
+            }
+            ("UNKNOWN".into(), body.to_string())
+        }
+        _ => ("UNEXPECTED_ERROR".into(), String::new()),
+    }
+}
+
+/// `'value'` for a formula, escaped so no value can change the formula.
+pub fn formula_string(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+impl AirtableClient {
+    pub fn new(config: AirtableConfig, budget: Arc<Budget>) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .pool_max_idle_per_host(16)
+            .build()?;
+        Ok(Self { http, config, budget })
+    }
+
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v0/{path}", self.config.api_url)
+    }
+
+    fn table_path(&self, table: &str) -> String {
+        let t = percent_encoding::utf8_percent_encode(table, percent_encoding::NON_ALPHANUMERIC);
+        format!("{}/{t}", self.config.base_id)
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let cap = self
+            .config
+            .backoff_min
+            .saturating_mul(1 << attempt.min(16))
+            .min(self.config.backoff_max);
+        Duration::from_millis(
+            rand::rng().random_range(cap.as_millis() as u64 / 2..=cap.as_millis().max(1) as u64),
+        )
+    }
+
+    /// One logical request, retried while the failure is transient.
+    pub async fn send(
+        &self,
+        lane: Lane,
+        op: &'static str,
+        method: Method,
+        path: &str,
+        query: &[(String, String)],
+        body: Option<&Value>,
+    ) -> Result<Value, AirtableError> {
+        let mut last = String::new();
+        for attempt in 0..self.config.max_attempts {
+            if attempt > 0 {
+                metrics::counter!("airtable_retries_total", "op" => op).increment(1);
+            }
+            self.budget.acquire(lane).await;
+            let mut req = self
+                .http
+                .request(method.clone(), self.url(path))
+                .bearer_auth(&self.config.token)
+                .query(query);
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let started = Instant::now();
+            let result = req.send().await;
+            let (status, outcome) = match result {
+                Err(e) => (
+                    "error".to_owned(),
+                    Err(if e.is_timeout() {
+                        "timeout".to_owned()
+                    } else {
+                        format!("connection: {e}")
+                    }),
+                ),
+                Ok(resp) => {
+                    let status = resp.status();
+                    let retry_after = resp
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok());
+                    let text = resp.text().await;
+                    (
+                        status.as_u16().to_string(),
+                        match text {
+                            Err(e) => Err(format!("response lost: {e}")),
+                            Ok(text) => Ok((status, retry_after, text)),
+                        },
+                    )
+                }
+            };
+            metrics::histogram!("airtable_request_duration_seconds", "op" => op)
+                .record(started.elapsed().as_secs_f64());
+            metrics::counter!("airtable_requests_total", "op" => op, "status" => status)
+                .increment(1);
+            match outcome {
+                Err(reason) => last = reason,
+                Ok((status, retry_after, text)) => {
+                    let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                    if status.is_success() {
+                        return Ok(if text.trim().is_empty() { Value::Null } else { json });
+                    }
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        metrics::counter!("airtable_rate_limited_total").increment(1);
+                        let penalty = retry_after
+                            .map(Duration::from_secs)
+                            .unwrap_or_default()
+                            .max(self.config.penalty);
+                        tracing::warn!(?penalty, "Airtable rate limit: pausing the base");
+                        self.budget.penalize(penalty);
+                        last = "429 rate limited".into();
+                        continue;
+                    }
+                    if status.is_server_error() {
+                        last = format!("{status}");
+                        if let Some(secs) = retry_after {
+                            tokio::time::sleep(Duration::from_secs(secs)).await;
+                            continue;
+                        }
+                    } else {
+                        let (kind, message) = error_kind(&json);
+                        return Err(AirtableError::Rejected {
+                            status: status.as_u16(),
+                            kind,
+                            message,
+                        });
+                    }
+                }
+            }
+            tokio::time::sleep(self.backoff(attempt)).await;
+        }
+        Err(AirtableError::Exhausted { attempts: self.config.max_attempts, last })
+    }
+
+    /// performUpsert (PATCH: fields not sent keep their values) of ≤ 10 records merged on
+    /// `merge_field`; returns each record's id, in request order.
+    pub async fn upsert(
+        &self,
+        lane: Lane,
+        table: &str,
+        merge_field: &str,
+        records: &[Map<String, Value>],
+    ) -> Result<Vec<String>, AirtableError> {
+        let body = json!({
+            "performUpsert": { "fieldsToMergeOn": [merge_field] },
+            "records": records.iter().map(|f| json!({ "fields": f })).collect::<Vec<_>>(),
+            "typecast": false,
+        });
+        metrics::histogram!("airtable_records_per_request", "op" => "upsert")
+            .record(records.len() as f64);
+        let resp = self
+            .send(lane, "upsert", Method::PATCH, &self.table_path(table), &[], Some(&body))
+            .await?;
+        Ok(resp["records"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|r| r["id"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default())
+    }
+
+    /// Deletes ≤ 10 records by id.
+    pub async fn delete(
+        &self,
+        lane: Lane,
+        table: &str,
+        ids: &[String],
+    ) -> Result<(), AirtableError> {
+        let query: Vec<(String, String)> =
+            ids.iter().map(|id| ("records[]".to_owned(), id.clone())).collect();
+        metrics::histogram!("airtable_records_per_request", "op" => "delete")
+            .record(ids.len() as f64);
+        self.send(lane, "delete", Method::DELETE, &self.table_path(table), &query, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Record ids whose `merge_field` is one of `values` (value -> id), through POST
+    /// listRecords so long formulas fit.
+    pub async fn find_by_merge(
+        &self,
+        lane: Lane,
+        table: &str,
+        merge_field: &str,
+        values: &[String],
+    ) -> Result<Vec<(String, String)>, AirtableError> {
+        let mut out = Vec::new();
+        for chunk in values.chunks(50) {
+            let terms: Vec<String> =
+                chunk.iter().map(|v| format!("{{{merge_field}}}={}", formula_string(v))).collect();
+            let formula = format!("OR({})", terms.join(","));
+            let mut offset: Option<String> = None;
+            loop {
+                let mut body =
+                    json!({ "filterByFormula": formula, "fields": [merge_field], "pageSize": 100 });
+                if let Some(o) = &offset {
+                    body["offset"] = json!(o);
+                }
+                let resp = self
+                    .send(
+                        lane,
+                        "list",
+                        Method::POST,
+                        &format!("{}/listRecords", self.table_path(table)),
+                        &[],
+                        Some(&body),
+                    )
+                    .await?;
+                for r in resp["records"].as_array().into_iter().flatten() {
+                    if let (Some(id), Some(v)) =
+                        (r["id"].as_str(), r["fields"][merge_field].as_str())
+                    {
+                        out.push((v.to_owned(), id.to_owned()));
+                    }
+                }
+                match resp["offset"].as_str() {
+                    Some(o) => offset = Some(o.to_owned()),
+                    None => break,
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The base's tables (Meta API).
+    pub async fn tables(&self) -> Result<Value, AirtableError> {
+        self.send(
+            Lane::Bulk,
+            "meta",
+            Method::GET,
+            &format!("meta/bases/{}/tables", self.config.base_id),
+            &[],
+            None,
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_in_all_three_shapes() {
+        assert_eq!(
+            error_kind(&json!({ "error": { "type": "INVALID_RECORDS", "message": "m" } })),
+            ("INVALID_RECORDS".into(), "m".into())
+        );
+        assert_eq!(error_kind(&json!({ "error": "NOT_FOUND" })).0, "NOT_FOUND");
+        assert_eq!(
+            error_kind(&json!({ "errors": [{ "error": "RATE_LIMIT_REACHED", "message": "x" }] })).0,
+            "RATE_LIMIT_REACHED"
+        );
+        assert_eq!(error_kind(&Value::Null).0, "UNEXPECTED_ERROR");
+    }
+
+    #[test]
+    fn formula_strings_cannot_escape_their_quotes() {
+        assert_eq!(formula_string("a'b"), r"'a\'b'");
+        assert_eq!(formula_string(r"a\'), TRUE(), ('"), r"'a\\\'), TRUE(), (\''");
+    }
+}

@@ -1,0 +1,105 @@
+//! Airtable destination configuration (README, "Environment").
+
+use schema::postgres::ConfigError;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct AirtableConfig {
+    /// AIRTABLE_API_URL, no trailing slash; `/v0/...` is appended.
+    pub api_url: String,
+    /// AIRTABLE_TOKEN (a secret: never logged).
+    pub token: String,
+    /// AIRTABLE_BASE_ID
+    pub base_id: String,
+    /// AIRTABLE_BASE_RPS: requests per window per base (Airtable: 5 per second).
+    pub base_rps: u32,
+    /// AIRTABLE_TOKEN_RPS: requests per window per token (Airtable: 50 per second).
+    pub token_rps: u32,
+    /// The window, widened by AIRTABLE_RATE_MARGIN_MS so clock and network skew never put
+    /// one request too many into Airtable's own window.
+    pub window: Duration,
+    /// After a 429 without a longer Retry-After (Airtable: 30 s).
+    pub penalty: Duration,
+    /// SYNC_FLUSH_MS: how long changes may wait to be coalesced.
+    pub flush_window: Duration,
+    /// Rows buffered before a flush is forced (bounds memory).
+    pub max_pending_rows: usize,
+    /// Attempts per request before its rows are dead-lettered.
+    pub max_attempts: u32,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub request_timeout: Duration,
+    /// Requests of one table's batch in flight at once.
+    pub concurrency: usize,
+}
+
+impl std::fmt::Debug for AirtableConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AirtableConfig")
+            .field("api_url", &self.api_url)
+            .field("token", &"***")
+            .field("base_id", &self.base_id)
+            .field("base_rps", &self.base_rps)
+            .field("token_rps", &self.token_rps)
+            .field("flush_window", &self.flush_window)
+            .finish()
+    }
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn number<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| ConfigError::Invalid {
+            var: name,
+            reason: format!("expected a number, got {v:?}"),
+        }),
+    }
+}
+
+impl AirtableConfig {
+    pub fn new(
+        api_url: impl Into<String>,
+        token: impl Into<String>,
+        base_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            api_url: api_url.into().trim_end_matches('/').to_owned(),
+            token: token.into(),
+            base_id: base_id.into(),
+            base_rps: 5,
+            token_rps: 50,
+            window: Duration::from_millis(1050),
+            penalty: Duration::from_secs(30),
+            flush_window: Duration::from_millis(250),
+            max_pending_rows: 5_000,
+            max_attempts: 10,
+            backoff_min: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+            // One request in flight per base: a second one on the wire when a 429 arrives
+            // would land inside the penalty.
+            concurrency: 1,
+        }
+    }
+
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let token = var("AIRTABLE_TOKEN").ok_or(ConfigError::Missing("AIRTABLE_TOKEN"))?;
+        let base_id = var("AIRTABLE_BASE_ID").ok_or(ConfigError::Missing("AIRTABLE_BASE_ID"))?;
+        let mut c = Self::new(
+            var("AIRTABLE_API_URL").unwrap_or_else(|| "https://api.airtable.com".into()),
+            token,
+            base_id,
+        );
+        c.base_rps = number("AIRTABLE_BASE_RPS", c.base_rps)?;
+        c.token_rps = number("AIRTABLE_TOKEN_RPS", c.token_rps)?;
+        c.window = Duration::from_millis(1000 + number("AIRTABLE_RATE_MARGIN_MS", 50u64)?);
+        c.penalty = Duration::from_millis(number("AIRTABLE_PENALTY_MS", 30_000u64)?);
+        c.flush_window = Duration::from_millis(number("SYNC_FLUSH_MS", 250u64)?);
+        c.max_attempts = number("SYNC_MAX_ATTEMPTS", c.max_attempts)?.max(1);
+        Ok(c)
+    }
+}

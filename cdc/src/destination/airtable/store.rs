@@ -1,0 +1,228 @@
+//! What the Airtable sink reads and writes in Postgres: the id map, current rows, the
+//! progress view, dead letters, the outbox. Table names come from the validated mapping and
+//! are quoted all the same.
+
+use crate::postgres::quote_ident;
+use serde_json::{Map, Value};
+use sqlx::PgPool;
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// A row that could not be synced.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub table: String,
+    pub pg_id: Option<Uuid>,
+    pub record_id: Option<String>,
+    pub operation: &'static str,
+    pub payload: Value,
+    pub error_code: String,
+    pub error_message: String,
+    pub attempts: i32,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// pg id -> Airtable record id, for the ids that have one.
+    pub async fn record_ids(
+        &self,
+        table: &str,
+        ids: &[Uuid],
+    ) -> sqlx::Result<HashMap<Uuid, String>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<(Uuid, String)> = sqlx::query_as("SELECT pg_id, airtable_record_id FROM airtable_id_map WHERE table_name = $1 AND pg_id = ANY($2)")
+            .bind(table)
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    pub async fn save_record_ids(&self, table: &str, pairs: &[(Uuid, String)]) -> sqlx::Result<()> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let (ids, recs): (Vec<Uuid>, Vec<String>) = pairs.iter().cloned().unzip();
+        sqlx::query(
+            "INSERT INTO airtable_id_map (table_name, pg_id, airtable_record_id)
+             SELECT $1, * FROM unnest($2::uuid[], $3::text[])
+             ON CONFLICT (table_name, pg_id) DO UPDATE SET airtable_record_id = EXCLUDED.airtable_record_id
+             WHERE airtable_id_map.airtable_record_id <> EXCLUDED.airtable_record_id",
+        )
+        .bind(table)
+        .bind(&ids)
+        .bind(&recs)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn forget_record_ids(&self, table: &str, ids: &[Uuid]) -> sqlx::Result<()> {
+        sqlx::query("DELETE FROM airtable_id_map WHERE table_name = $1 AND pg_id = ANY($2)")
+            .bind(table)
+            .bind(ids)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    /// Every mapped pg id of a table (truncate).
+    pub async fn all_mapped(&self, table: &str) -> sqlx::Result<Vec<(Uuid, String)>> {
+        sqlx::query_as(
+            "SELECT pg_id, airtable_record_id FROM airtable_id_map WHERE table_name = $1",
+        )
+        .bind(table)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Current rows as JSON objects (to_jsonb), by id; missing ids are absent.
+    pub async fn rows(
+        &self,
+        table: &str,
+        ids: &[Uuid],
+    ) -> sqlx::Result<HashMap<Uuid, Map<String, Value>>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let sql =
+            format!("SELECT t.id, to_jsonb(t) FROM {} t WHERE t.id = ANY($1)", quote_ident(table));
+        let rows: Vec<(Uuid, Value)> = sqlx::query_as(&sql).bind(ids).fetch_all(&self.pool).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, v)| match v {
+                Value::Object(m) => Some((id, m)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// A page of ids of a table, in id order after `after` (whole-table resync).
+    pub async fn ids_after(
+        &self,
+        table: &str,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<Uuid>> {
+        let sql = format!(
+            "SELECT id FROM {} WHERE $1::uuid IS NULL OR id > $1 ORDER BY id LIMIT $2",
+            quote_ident(table)
+        );
+        sqlx::query_scalar(&sql).bind(after).bind(limit).fetch_all(&self.pool).await
+    }
+
+    /// Derived progress of programs (view program_progress), by program id.
+    pub async fn progress(
+        &self,
+        program_ids: &[Uuid],
+    ) -> sqlx::Result<HashMap<Uuid, Map<String, Value>>> {
+        let rows: Vec<(Uuid, Value)> = sqlx::query_as(
+            "SELECT program_id, to_jsonb(p) FROM program_progress p WHERE program_id = ANY($1)",
+        )
+        .bind(program_ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, v)| match v {
+                Value::Object(m) => Some((id, m)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    pub async fn dead_letter(&self, d: &DeadLetter) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO sync_dead_letter (direction, table_name, pg_id, airtable_record_id, operation, payload, error_code, error_message, attempts)
+             VALUES ('outbound', $1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&d.table)
+        .bind(d.pg_id)
+        .bind(&d.record_id)
+        .bind(d.operation)
+        .bind(&d.payload)
+        .bind(&d.error_code)
+        .bind(&d.error_message)
+        .bind(d.attempts)
+        .execute(&self.pool)
+        .await?;
+        metrics::counter!("sync_dlq_added_total", "direction" => "outbound").increment(1);
+        Ok(())
+    }
+
+    pub async fn pending_dead_letters(&self) -> sqlx::Result<i64> {
+        sqlx::query_scalar("SELECT count(*) FROM sync_dead_letter WHERE status = 'pending'")
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// (table, pg id, operation) of a pending outbound dead letter.
+    pub async fn dead_letter_row(
+        &self,
+        id: i64,
+    ) -> sqlx::Result<Option<(Option<String>, Option<Uuid>, String)>> {
+        sqlx::query_as("SELECT table_name, pg_id, operation FROM sync_dead_letter WHERE id = $1 AND direction = 'outbound' AND status = 'pending'")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn resolve_dead_letter(&self, id: i64) -> sqlx::Result<()> {
+        sqlx::query("UPDATE sync_dead_letter SET status = 'replayed', resolved_at = now() WHERE id = $1 AND status = 'pending'").bind(id).execute(&self.pool).await.map(|_| ())
+    }
+
+    /// A replay failed again: count the attempt and keep the latest error.
+    pub async fn retry_failed(&self, id: i64, code: &str, message: &str) -> sqlx::Result<()> {
+        sqlx::query("UPDATE sync_dead_letter SET attempts = attempts + 1, last_failed_at = now(), error_code = $2, error_message = $3 WHERE id = $1")
+            .bind(id)
+            .bind(code)
+            .bind(message)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    /// The write watermark (see AirtableDestination): 0/0 when never written.
+    pub async fn possibly_written(&self) -> sqlx::Result<pgwire_replication::Lsn> {
+        let v: Option<String> = sqlx::query_scalar("SELECT value->>'lsn' FROM sync_checkpoint WHERE name = 'outbound.possibly_written_lsn'").fetch_optional(&self.pool).await?.flatten();
+        Ok(v.and_then(|s| pgwire_replication::Lsn::parse(&s).ok())
+            .unwrap_or(pgwire_replication::Lsn::ZERO))
+    }
+
+    pub async fn set_possibly_written(&self, lsn: pgwire_replication::Lsn) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO sync_checkpoint (name, value) VALUES ('outbound.possibly_written_lsn', jsonb_build_object('lsn', $1::text))
+             ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+        )
+        .bind(lsn.to_string())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    /// Delivered outbox rows are deleted so the table never piles up.
+    pub async fn purge_outbox(&self, ids: &[i64]) -> sqlx::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM sync_outbox WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+}

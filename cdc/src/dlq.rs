@@ -1,0 +1,86 @@
+//! `cdc dlq …` and `cdc resync`: operators look at what could not be synced and send it
+//! again. Replays and resyncs are outbox intents, so they travel the replication stream in
+//! order, under the same checkpoint as everything else.
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Debug, sqlx::FromRow, serde::Serialize)]
+pub struct DeadLetterSummary {
+    pub id: i64,
+    pub direction: String,
+    pub table_name: Option<String>,
+    pub pg_id: Option<Uuid>,
+    pub operation: String,
+    pub error_code: String,
+    pub attempts: i32,
+    pub status: String,
+    pub first_failed_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub async fn list(pool: &PgPool, all: bool, limit: i64) -> anyhow::Result<Vec<DeadLetterSummary>> {
+    Ok(sqlx::query_as(
+        "SELECT id, direction, table_name, pg_id, operation, error_code, attempts, status, first_failed_at
+         FROM sync_dead_letter WHERE $1 OR status = 'pending' ORDER BY id LIMIT $2",
+    )
+    .bind(all)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+pub async fn show(pool: &PgPool, id: i64) -> anyhow::Result<Value> {
+    let row: Option<Value> =
+        sqlx::query_scalar("SELECT to_jsonb(d) FROM sync_dead_letter d WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    row.with_context(|| format!("no dead letter {id}"))
+}
+
+/// Queues replays of pending dead letters (`ids`, or every pending one); returns how many.
+pub async fn replay(pool: &PgPool, ids: Option<&[i64]>) -> anyhow::Result<u64> {
+    let result = sqlx::query(
+        "INSERT INTO sync_outbox (kind, table_name, pg_id, payload)
+         SELECT 'replay', coalesce(table_name, ''), pg_id, jsonb_build_object('dead_letter_id', id)
+         FROM sync_dead_letter WHERE status = 'pending' AND direction = 'outbound' AND ($1::bigint[] IS NULL OR id = ANY($1))
+         ORDER BY id",
+    )
+    .bind(ids)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+pub async fn discard(pool: &PgPool, id: i64) -> anyhow::Result<()> {
+    let done = sqlx::query("UPDATE sync_dead_letter SET status = 'discarded', resolved_at = now() WHERE id = $1 AND status = 'pending'")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    if done.rows_affected() == 0 {
+        bail!("no pending dead letter {id}");
+    }
+    Ok(())
+}
+
+/// Queues a re-send of a row's current state, or of a whole table.
+pub async fn resync(pool: &PgPool, table: &str, id: Option<Uuid>) -> anyhow::Result<()> {
+    let mapping = crate::config::load_mapping().map_err(anyhow::Error::msg)?;
+    if mapping.table(table).is_none() {
+        bail!(
+            "{table} is not a mapped table (mapped: {})",
+            mapping.tables.iter().map(|t| t.table.name).collect::<Vec<_>>().join(", ")
+        );
+    }
+    sqlx::query(
+        "INSERT INTO sync_outbox (kind, table_name, pg_id, payload) VALUES ('resync', $1, $2, $3)",
+    )
+    .bind(table)
+    .bind(id)
+    .bind(json!({ "requested_by": "cdc resync" }))
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! The Airtable side of end-to-end tests: an emulator shaped by the mapping, reference data
+//! mirrored into it, the daemon streaming into it, and an exact comparison of the two sides.
+
+use airtable_emulator::{Emulator, EmulatorConfig, RateLimits, SchemaFile};
+use cdc::{
+    destination::airtable::{cells, AirtableConfig, AirtableDestination, Budget},
+    replication::{Stream, StreamError, StreamHealth},
+};
+use schema::{mapping::Mapping, registry::TableKind};
+use serde_json::{json, Map, Value};
+use std::{collections::HashMap, sync::Arc, time::Duration};
+use tokio::{sync::watch, task::JoinHandle};
+use uuid::Uuid;
+
+pub const BASE: &str = "appCOACHTEST00001";
+pub const TOKEN: &str = "patTESTSYNC";
+
+pub fn mapping() -> Arc<Mapping> {
+    Arc::new(Mapping::default_mapping().expect("mapping"))
+}
+
+/// The emulator's schema for `mapping`, edited by `tweak` (to make Airtable refuse things).
+pub fn schema_for(mapping: &Mapping, tweak: impl FnOnce(&mut Value)) -> SchemaFile {
+    let mut s = mapping.airtable_schema(BASE, "Coach");
+    tweak(&mut s);
+    serde_json::from_value(s).expect("schema file")
+}
+
+pub async fn emulator(schema: SchemaFile, limits: RateLimits) -> Emulator {
+    let mut c = EmulatorConfig::new(TOKEN);
+    c.schema = Some(schema);
+    c.limits = limits;
+    Emulator::start(c, "127.0.0.1:0".parse().expect("addr")).await.expect("emulator")
+}
+
+/// Creates the Airtable records of every Airtable-owned mapped table from Postgres and maps
+/// them (what the inbound sync's first reconcile does).
+pub async fn mirror_reference_data(e: &Emulator, pool: &sqlx::PgPool, mapping: &Mapping) {
+    let mut ids: HashMap<(String, Uuid), String> = HashMap::new();
+    for t in mapping.tables.iter().filter(|t| t.table.kind == TableKind::Reference) {
+        let rows: Vec<(Uuid, Value)> = sqlx::query_as(&format!(
+            "SELECT id, to_jsonb(t) FROM \"{}\" t ORDER BY id",
+            t.table.name
+        ))
+        .fetch_all(pool)
+        .await
+        .expect("rows");
+        let mut records = Vec::new();
+        for (id, row) in &rows {
+            let mut f = Map::new();
+            f.insert(mapping.merge_field.clone(), json!(id.to_string()));
+            for c in &t.columns {
+                let v = row.get(&c.column).cloned().unwrap_or(Value::Null);
+                let cell = match &c.field.link {
+                    Some(target) => json!(cells::link_ids(&v)
+                        .iter()
+                        .filter_map(|u| ids.get(&(target.clone(), *u)).cloned())
+                        .collect::<Vec<_>>()),
+                    None => cells::cell(&c.field.kind, &v).expect("cell"),
+                };
+                f.insert(c.field.field.clone(), cell);
+            }
+            records.push(Value::Object(f));
+        }
+        if records.is_empty() {
+            continue;
+        }
+        let created = e.admin().create_records(BASE, &t.airtable, records).expect("mirror");
+        for ((id, _), rec) in rows.iter().zip(created) {
+            let rid = rec["id"].as_str().expect("id").to_owned();
+            sqlx::query("INSERT INTO airtable_id_map (table_name, pg_id, airtable_record_id) VALUES ($1, $2, $3)")
+                .bind(t.table.name)
+                .bind(id)
+                .bind(&rid)
+                .execute(pool)
+                .await
+                .expect("map");
+            ids.insert((t.table.name.to_owned(), *id), rid);
+        }
+    }
+}
+
+/// Fast pacing for tests, against emulator `e`; no request budget (set one where the
+/// emulator limits).
+pub fn airtable_config(e: &Emulator) -> AirtableConfig {
+    let mut c = AirtableConfig::new(e.url(), TOKEN, BASE);
+    c.base_rps = 0;
+    c.token_rps = 0;
+    c.flush_window = Duration::from_millis(50);
+    c.backoff_min = Duration::from_millis(5);
+    c.backoff_max = Duration::from_millis(100);
+    c.max_attempts = 30;
+    c
+}
+
+/// The daemon's stream and Airtable destination, running.
+pub struct Syncing {
+    pub health: Arc<StreamHealth>,
+    shutdown: watch::Sender<bool>,
+    pub task: JoinHandle<Result<AirtableDestination, StreamError>>,
+}
+
+pub async fn start_sync(
+    url: &str,
+    slot: &str,
+    publication: &str,
+    config: AirtableConfig,
+    mapping: Arc<Mapping>,
+) -> Syncing {
+    let pool =
+        sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(url).await.expect("pool");
+    let budget = Arc::new(Budget::new(config.base_rps, config.token_rps, config.window));
+    let destination = AirtableDestination::new(config, mapping, pool, budget).expect("destination");
+    let stream = Stream::new(crate::cdc::stream_config(url, slot, publication), destination);
+    let health = stream.health();
+    let (shutdown, rx) = watch::channel(false);
+    let task = tokio::spawn(stream.run(rx));
+    Syncing { health, shutdown, task }
+}
+
+impl Syncing {
+    pub async fn stop(self) -> AirtableDestination {
+        let _ = self.shutdown.send(true);
+        match self.task.await.expect("join") {
+            Ok(d) => d,
+            Err(e) => panic!("stream failed: {e}"),
+        }
+    }
+
+    /// A crash: the task is killed wherever it is, nothing is flushed or confirmed.
+    pub async fn crash(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// Every outbound table as Postgres says Airtable should have it, and as Airtable has it:
+/// pg id -> fields (empties dropped, links as record ids, derived fields ignored).
+pub async fn compare(e: &Emulator, pool: &sqlx::PgPool, mapping: &Mapping) -> Result<(), String> {
+    let mut problems = Vec::new();
+    for t in mapping.tables.iter().filter(|t| t.outbound().next().is_some()) {
+        let rows: Vec<(Uuid, Value)> =
+            sqlx::query_as(&format!("SELECT id, to_jsonb(t) FROM \"{}\" t", t.table.name))
+                .fetch_all(pool)
+                .await
+                .map_err(|e| e.to_string())?;
+        let map: HashMap<(String, Uuid), String> = sqlx::query_as::<_, (String, Uuid, String)>(
+            "SELECT table_name, pg_id, airtable_record_id FROM airtable_id_map",
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|(t, p, r)| ((t, p), r))
+        .collect();
+        let records = e.admin().records(BASE, &t.airtable).map_err(|e| format!("{e:?}"))?;
+        let mut by_pg: HashMap<String, Vec<&Value>> = HashMap::new();
+        for r in &records {
+            by_pg
+                .entry(r["fields"][&mapping.merge_field].as_str().unwrap_or("").to_owned())
+                .or_default()
+                .push(r);
+        }
+        if records.len() != rows.len() {
+            problems.push(format!(
+                "{}: Postgres has {} rows, Airtable {} records",
+                t.table.name,
+                rows.len(),
+                records.len()
+            ));
+        }
+        for (id, row) in &rows {
+            let Some(found) = by_pg.get(&id.to_string()) else {
+                problems.push(format!("{} {id}: missing in Airtable", t.table.name));
+                continue;
+            };
+            if found.len() > 1 {
+                problems.push(format!(
+                    "{} {id}: {} duplicates in Airtable",
+                    t.table.name,
+                    found.len()
+                ));
+            }
+            let fields = &found[0]["fields"];
+            for c in t.outbound() {
+                let v = row.get(&c.column).cloned().unwrap_or(Value::Null);
+                let expected = match &c.field.link {
+                    Some(target) => json!(cells::link_ids(&v)
+                        .iter()
+                        .map(|u| map
+                            .get(&(target.clone(), *u))
+                            .cloned()
+                            .unwrap_or_else(|| format!("unmapped {u}")))
+                        .collect::<Vec<_>>()),
+                    None => cells::cell(&c.field.kind, &v).unwrap_or(Value::Null),
+                };
+                let actual = fields.get(&c.field.field).cloned().unwrap_or(Value::Null);
+                let empty = |x: &Value| {
+                    x.is_null() || x == &json!("") || x == &json!([]) || x == &json!(false)
+                };
+                let same = (empty(&expected) && empty(&actual))
+                    || expected == actual
+                    || (expected.as_f64().is_some() && expected.as_f64() == actual.as_f64());
+                if !same {
+                    problems.push(format!(
+                        "{} {id} {}: Postgres {expected}, Airtable {actual}",
+                        t.table.name, c.field.field
+                    ));
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        problems.truncate(20);
+        Err(problems.join("\n"))
+    }
+}

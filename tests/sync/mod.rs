@@ -1,0 +1,3 @@
+//! The daemon's outbound side end to end: Postgres -> stream -> Airtable (the emulator).
+
+mod outbound;
