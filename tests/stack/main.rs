@@ -2,16 +2,24 @@
 //!
 //! - Postgres: DATABASE_URL when set, else a throwaway cluster (wal_level=logical) that lives
 //!   until Ctrl-C. Migrated, with demo data.
+//! - Airtable: when AIRTABLE_TOKEN is unset, the local emulator with the mapping's tables and
+//!   the demo reference data; else AIRTABLE_API_URL / AIRTABLE_BASE_ID.
+//! - The sync daemon, streaming Postgres into Airtable (metrics on METRICS_ADDR).
 //! - The API on API_ADDR (default 127.0.0.1:8080).
-//! - Airtable: when AIRTABLE_TOKEN is unset, the local emulator (bases and tables appear as
-//!   they are written to; its admin surface shows everything at /_admin/state).
 
-use airtable_emulator::{Emulator, EmulatorConfig};
+use airtable_emulator::{Emulator, EmulatorConfig, SchemaFile};
 use anyhow::Context;
+use cdc::{
+    config::{published_tables, CdcConfig},
+    destination::airtable::{AirtableConfig, AirtableDestination, Budget},
+    run::{shutdown_on_signals, Daemon},
+};
 use schema::postgres::{self, migrate, PgConfig};
+use std::{sync::Arc, time::Duration};
 use testkit::{Cluster, ClusterOptions};
 
 const DEMO_SQL: &str = include_str!("demo.sql");
+const LOCAL_BASE: &str = "appCOACHLOCAL0001";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -26,10 +34,9 @@ async fn main() -> anyhow::Result<()> {
             let cluster = tokio::task::spawn_blocking(|| Cluster::start(ClusterOptions::default()))
                 .await?
                 .context("cannot start a throwaway PostgreSQL; is postgresql installed?")?;
-            let admin = cluster.url("postgres");
-            let pool = sqlx::PgPool::connect(&admin).await?;
-            sqlx::query("CREATE DATABASE coach").execute(&pool).await?;
-            pool.close().await;
+            let admin = sqlx::PgPool::connect(&cluster.url("postgres")).await?;
+            sqlx::query("CREATE DATABASE coach").execute(&admin).await?;
+            admin.close().await;
             let url = cluster.url("coach");
             (Some(cluster), url)
         }
@@ -41,16 +48,56 @@ async fn main() -> anyhow::Result<()> {
         println!("applied migration {} {}", m.version, m.description);
     }
     sqlx::raw_sql(DEMO_SQL).execute(&pool).await.context("loading demo data")?;
-    pool.close().await;
+    let mapping = Arc::new(cdc::config::load_mapping().map_err(anyhow::Error::msg)?);
 
-    // Keep the emulator alive for the whole run, like the cluster.
-    let emulator = match std::env::var("AIRTABLE_TOKEN") {
-        Ok(t) if !t.is_empty() => None,
+    // Airtable: the emulator, shaped by the mapping, holding the demo reference data.
+    let (emulator, airtable) = match std::env::var("AIRTABLE_TOKEN") {
+        Ok(t) if !t.is_empty() => (None, AirtableConfig::from_env()?),
         _ => {
             let token = format!("patLOCAL{}", uuid::Uuid::new_v4().simple());
-            Some(Emulator::start(EmulatorConfig::new(token), "127.0.0.1:0".parse()?).await?)
+            let mut config = EmulatorConfig::new(token.clone());
+            let schema: SchemaFile =
+                serde_json::from_value(mapping.airtable_schema(LOCAL_BASE, "Coach (local)"))?;
+            config.schema = Some(schema);
+            let e = Emulator::start(config, "127.0.0.1:0".parse()?).await?;
+            // A fresh emulator knows no record: forget old record ids, mirror the reference
+            // data (what the inbound reconcile does against a real base).
+            sqlx::query("DELETE FROM airtable_id_map").execute(&pool).await?;
+            testkit::airtable::mirror_reference_data(&e, LOCAL_BASE, &pool, &mapping).await;
+            let airtable = AirtableConfig::new(e.url(), token, LOCAL_BASE);
+            (Some(e), airtable)
         }
     };
+    let cdc_config = CdcConfig {
+        postgres: PgConfig::new(database_url.clone(), "cdc"),
+        slot: "coach_cdc".into(),
+        publication: "coach_pub".into(),
+        metrics_addr: std::env::var("METRICS_ADDR")
+            .unwrap_or_else(|_| "127.0.0.1:9464".into())
+            .parse()
+            .context("METRICS_ADDR must be host:port")?,
+        status_interval: Duration::from_secs(1),
+        lag_interval: Duration::from_secs(5),
+    };
+    let budget = Arc::new(Budget::new(airtable.base_rps, airtable.token_rps, airtable.window));
+    let destination =
+        AirtableDestination::new(airtable.clone(), mapping.clone(), pool.clone(), budget)?;
+    let fresh_slot = !slot_exists(&pool, &cdc_config.slot).await?;
+    let daemon = Daemon::build(&cdc_config, destination).await?;
+    // Rows Airtable has not seen (the demo data, or everything for a fresh emulator): send
+    // their current state.
+    if emulator.is_some() || fresh_slot {
+        for (_, t) in published_tables(&mapping).iter().filter(|(_, t)| t != "sync_outbox") {
+            sqlx::query("INSERT INTO sync_outbox (kind, table_name) VALUES ('resync', $1)")
+                .bind(t)
+                .execute(&pool)
+                .await?;
+        }
+    }
+
+    let ops = daemon.ops_addr();
+    let shutdown = shutdown_on_signals();
+    let daemon_task = tokio::spawn(daemon.run_until(shutdown.clone()));
 
     let api_addr = std::env::var("API_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".into());
     let api_config = api::Config {
@@ -69,16 +116,36 @@ async fn main() -> anyhow::Result<()> {
     println!("  API        {api_url}/api/health   (ready: {api_url}/api/ready)");
     match &emulator {
         Some(e) => {
-            println!("  Airtable   {} (local emulator; AIRTABLE_TOKEN={})", e.url(), e.token());
-            println!("             everything it holds: {}/_admin/state", e.url());
+            println!(
+                "  Airtable   {} (local emulator, base {LOCAL_BASE}; AIRTABLE_TOKEN={})",
+                e.url(),
+                e.token()
+            );
+            println!("             the synced demo data: {}/_admin/bases/{LOCAL_BASE}/tables/Programs/records", e.url());
+            println!("             everything it holds:  {}/_admin/state", e.url());
         }
-        None => println!("  Airtable   AIRTABLE_TOKEN is set: using AIRTABLE_API_URL (default https://api.airtable.com)"),
+        None => println!("  Airtable   {} base {}", airtable.api_url, airtable.base_id),
     }
+    println!(
+        "  Sync       cdc daemon, metrics http://{ops}/metrics   (ready: http://{ops}/readyz)"
+    );
     println!();
     println!(
         "Press Ctrl-C to stop{}.",
         if _cluster.is_some() { " (the throwaway database is deleted)" } else { "" }
     );
     app.run_until_stopped().await?;
+    match daemon_task.await? {
+        Ok(_) => {}
+        Err(e) => eprintln!("sync daemon: {e:#}"),
+    }
+    pool.close().await;
     Ok(())
+}
+
+async fn slot_exists(pool: &sqlx::PgPool, slot: &str) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)")
+        .bind(slot)
+        .fetch_one(pool)
+        .await
 }

@@ -35,7 +35,12 @@ pub async fn emulator(schema: SchemaFile, limits: RateLimits) -> Emulator {
 
 /// Creates the Airtable records of every Airtable-owned mapped table from Postgres and maps
 /// them (what the inbound sync's first reconcile does).
-pub async fn mirror_reference_data(e: &Emulator, pool: &sqlx::PgPool, mapping: &Mapping) {
+pub async fn mirror_reference_data(
+    e: &Emulator,
+    base: &str,
+    pool: &sqlx::PgPool,
+    mapping: &Mapping,
+) {
     let mut ids: HashMap<(String, Uuid), String> = HashMap::new();
     for t in mapping.tables.iter().filter(|t| t.table.kind == TableKind::Reference) {
         let rows: Vec<(Uuid, Value)> = sqlx::query_as(&format!(
@@ -65,7 +70,7 @@ pub async fn mirror_reference_data(e: &Emulator, pool: &sqlx::PgPool, mapping: &
         if records.is_empty() {
             continue;
         }
-        let created = e.admin().create_records(BASE, &t.airtable, records).expect("mirror");
+        let created = e.admin().create_records(base, &t.airtable, records).expect("mirror");
         for ((id, _), rec) in rows.iter().zip(created) {
             let rid = rec["id"].as_str().expect("id").to_owned();
             sqlx::query("INSERT INTO airtable_id_map (table_name, pg_id, airtable_record_id) VALUES ($1, $2, $3)")

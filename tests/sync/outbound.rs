@@ -25,7 +25,7 @@ async fn exec(pool: &sqlx::PgPool, sql: &str) {
 /// Demo data in Postgres, reference data mirrored in Airtable, a slot and publication.
 async fn setup(db: &TestDb, e: &airtable_emulator::Emulator) -> (String, String) {
     exec(&db.pool, DEMO).await;
-    mirror_reference_data(e, &db.pool, &mapping()).await;
+    mirror_reference_data(e, BASE, &db.pool, &mapping()).await;
     let slot = slot_name();
     let publication = format!("{slot}_pub");
     let tables: Vec<String> =
