@@ -43,6 +43,15 @@ async fn setup(db: &TestDb, e: &airtable_emulator::Emulator) -> (String, String)
     (slot, publication)
 }
 
+/// A test database synced into a fresh emulator (converged before the test's own changes).
+async fn synced(db: &TestDb) -> (airtable_emulator::Emulator, String, testkit::airtable::Syncing) {
+    let e = emulator(schema_for(&mapping(), |_| {}), RateLimits::off()).await;
+    let (slot, publication) = setup(db, &e).await;
+    let sync = start_sync(&db.url(), &slot, &publication, airtable_config(&e), mapping()).await;
+    converge(&e, db, Duration::from_secs(30)).await;
+    (e, slot, sync)
+}
+
 async fn converge(e: &airtable_emulator::Emulator, db: &TestDb, limit: Duration) {
     let m = mapping();
     let mut last = String::new();
@@ -60,10 +69,7 @@ async fn converge(e: &airtable_emulator::Emulator, db: &TestDb, limit: Duration)
 #[tokio::test]
 async fn every_op_on_every_mapped_table_lands_with_its_fields_and_links() {
     let db = test_db().await;
-    let e = emulator(schema_for(&mapping(), |_| {}), RateLimits::off()).await;
-    let (slot, publication) = setup(&db, &e).await;
-    let sync = start_sync(&db.url(), &slot, &publication, airtable_config(&e), mapping()).await;
-    converge(&e, &db, Duration::from_secs(30)).await;
+    let (e, _slot, sync) = synced(&db).await;
 
     exec(&db.pool, &format!(
         "INSERT INTO personal_goals (id, user_id, name, scheduled_day_ids) VALUES ('20000000-0000-4000-8000-000000000001', '{USER}', 'Lezen', '{{00000000-0000-4000-8000-000000000101}}');
@@ -115,10 +121,7 @@ async fn every_op_on_every_mapped_table_lands_with_its_fields_and_links() {
 #[tokio::test]
 async fn an_insert_deleted_before_the_flush_writes_nothing() {
     let db = test_db().await;
-    let e = emulator(schema_for(&mapping(), |_| {}), RateLimits::off()).await;
-    let (slot, publication) = setup(&db, &e).await;
-    let sync = start_sync(&db.url(), &slot, &publication, airtable_config(&e), mapping()).await;
-    converge(&e, &db, Duration::from_secs(30)).await;
+    let (e, _slot, sync) = synced(&db).await;
     e.admin().reset_stats();
     exec(&db.pool, &format!("BEGIN; INSERT INTO habit_usage (id, user_id, method_id, date) VALUES ('30000000-0000-4000-8000-000000000001', '{USER}', '{HABIT}', '2031-05-05'); DELETE FROM habit_usage WHERE id = '30000000-0000-4000-8000-000000000001'; COMMIT;")).await;
     exec(&db.pool, &format!("UPDATE users SET bonus_points = 7 WHERE id = '{USER}'")).await;
@@ -216,10 +219,7 @@ async fn a_refused_row_is_dead_lettered_the_rest_syncs_and_replay_fixes_it() {
 #[tokio::test]
 async fn changes_under_the_inbound_origin_cause_no_airtable_request() {
     let db = test_db().await;
-    let e = emulator(schema_for(&mapping(), |_| {}), RateLimits::off()).await;
-    let (slot, publication) = setup(&db, &e).await;
-    let sync = start_sync(&db.url(), &slot, &publication, airtable_config(&e), mapping()).await;
-    converge(&e, &db, Duration::from_secs(30)).await;
+    let (e, _slot, sync) = synced(&db).await;
     e.admin().reset_stats();
     let mut conn = db.pool.acquire().await.expect("conn");
     let origin = cdc::config::INBOUND_ORIGIN;

@@ -61,6 +61,21 @@ enum Pending {
     },
 }
 
+impl Pending {
+    /// An upsert whose values are read from Postgres when it is written (resyncs, replays,
+    /// parents written ahead of their children).
+    fn reread(since: DateTime<Utc>, replays: Vec<i64>) -> Self {
+        Pending::Upsert {
+            fields: Map::new(),
+            complete: false,
+            created_here: false,
+            derived: false,
+            replays,
+            since,
+        }
+    }
+}
+
 fn sql_err(e: sqlx::Error) -> DestinationError {
     DestinationError(format!("postgres: {e}"))
 }
@@ -337,17 +352,9 @@ impl AirtableDestination {
         let pg_id = row.get("pg_id").and_then(Value::as_str).and_then(|s| s.parse::<Uuid>().ok());
         let since = self.tx_time;
         match (kind, self.table_index(table), pg_id) {
-            ("resync", Some(ti), Some(id)) => self.pend(
-                (ti, id),
-                Pending::Upsert {
-                    fields: Map::new(),
-                    complete: false,
-                    created_here: false,
-                    derived: false,
-                    replays: Vec::new(),
-                    since,
-                },
-            ),
+            ("resync", Some(ti), Some(id)) => {
+                self.pend((ti, id), Pending::reread(since, Vec::new()))
+            }
             ("resync", Some(ti), None) => {
                 self.first_pending.get_or_insert_with(Instant::now);
                 self.resync_tables.push(ti);
@@ -409,14 +416,7 @@ impl AirtableDestination {
                         let change = if op == "delete" {
                             Pending::Delete { replays: vec![dl], since }
                         } else {
-                            Pending::Upsert {
-                                fields: Map::new(),
-                                complete: false,
-                                created_here: false,
-                                derived: false,
-                                replays: vec![dl],
-                                since,
-                            }
+                            Pending::reread(since, vec![dl])
                         };
                         self.pend((ti, id), change);
                     }
@@ -471,22 +471,7 @@ impl AirtableDestination {
             let ids = self.store.ids_after(table, after, 1000).await.map_err(sql_err)?;
             let Some(last) = ids.last().copied() else { return Ok(()) };
             let since = Utc::now();
-            let rows = ids
-                .into_iter()
-                .map(|id| {
-                    (
-                        id,
-                        Pending::Upsert {
-                            fields: Map::new(),
-                            complete: false,
-                            created_here: false,
-                            derived: false,
-                            replays: Vec::new(),
-                            since,
-                        },
-                    )
-                })
-                .collect();
+            let rows = ids.into_iter().map(|id| (id, Pending::reread(since, Vec::new()))).collect();
             self.upsert_rows(ti, rows).await?;
             after = Some(last);
         }
@@ -624,19 +609,7 @@ impl AirtableDestination {
                     let since = Utc::now();
                     let parents = missing
                         .iter()
-                        .map(|id| {
-                            (
-                                *id,
-                                Pending::Upsert {
-                                    fields: Map::new(),
-                                    complete: false,
-                                    created_here: false,
-                                    derived: false,
-                                    replays: Vec::new(),
-                                    since,
-                                },
-                            )
-                        })
+                        .map(|id| (*id, Pending::reread(since, Vec::new())))
                         .collect();
                     self.upsert_rows(tti, parents).await?;
                     map = self.store.record_ids(target, &wanted).await.map_err(sql_err)?;
