@@ -71,6 +71,7 @@ async fn every_op_on_every_mapped_table_lands_with_its_fields_and_links() {
     let db = test_db().await;
     let (e, _slot, sync) = synced(&db).await;
 
+    exec(&db.pool, "INSERT INTO users (id, email, name) VALUES ('10000000-0000-4000-8000-0000000000ff', 'tweede@example.com', 'Tweede')").await;
     exec(&db.pool, &format!(
         "INSERT INTO personal_goals (id, user_id, name, scheduled_day_ids) VALUES ('20000000-0000-4000-8000-000000000001', '{USER}', 'Lezen', '{{00000000-0000-4000-8000-000000000101}}');
          INSERT INTO personal_goal_usage (user_id, personal_goal_id, date) VALUES ('{USER}', '20000000-0000-4000-8000-000000000001', '2030-01-01');
@@ -84,6 +85,34 @@ async fn every_op_on_every_mapped_table_lands_with_its_fields_and_links() {
          DELETE FROM program_schedule WHERE id = (SELECT id FROM program_schedule ORDER BY date DESC LIMIT 1);"
     )).await;
     converge(&e, &db, Duration::from_secs(30)).await;
+
+    // An update of a Postgres-owned column in every outbound table, then a delete from each.
+    exec(&db.pool, &format!(
+        "UPDATE users SET level = 3 WHERE id = '{USER}';
+         UPDATE programs SET end_date = end_date + 1 WHERE id = '{PROGRAM}';
+         UPDATE program_schedule SET notes = 'bijgewerkt' WHERE id = (SELECT id FROM program_schedule ORDER BY date LIMIT 1);
+         UPDATE method_usage SET remark = 'nog beter' WHERE remark = 'goed';
+         UPDATE habit_usage SET date = date - 1 WHERE id = (SELECT id FROM habit_usage ORDER BY date LIMIT 1);
+         UPDATE personal_goals SET description = 'elke dag' WHERE id = '20000000-0000-4000-8000-000000000001';
+         UPDATE personal_goal_usage SET date = '2030-01-02' WHERE personal_goal_id = '20000000-0000-4000-8000-000000000001';
+         UPDATE overtuiging_usage SET date = current_date - 1 WHERE user_id = '{USER}';
+         UPDATE persoonlijke_overtuigingen SET name = 'Ik kan dit echt' WHERE user_id = '{USER}';"
+    )).await;
+    converge(&e, &db, Duration::from_secs(30)).await;
+    exec(&db.pool,
+        "DELETE FROM method_usage WHERE remark = 'nog beter';
+         DELETE FROM personal_goal_usage WHERE personal_goal_id = '20000000-0000-4000-8000-000000000001';
+         DELETE FROM personal_goals WHERE id = '20000000-0000-4000-8000-000000000001';
+         DELETE FROM overtuiging_usage;
+         DELETE FROM persoonlijke_overtuigingen;
+         DELETE FROM users WHERE id = '10000000-0000-4000-8000-0000000000ff';"
+    ).await;
+    converge(&e, &db, Duration::from_secs(30)).await;
+    for table in
+        ["Personal goal usage", "Personal goals", "Overtuiging usage", "Persoonlijke overtuigingen"]
+    {
+        assert!(e.admin().records(BASE, table).expect("records").is_empty(), "{table} emptied");
+    }
 
     // A large TOASTed value, then an update that leaves it alone: Airtable keeps the value.
     exec(&db.pool, &format!("UPDATE programs SET motivation = (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 400) g) WHERE id = '{PROGRAM}'")).await;
