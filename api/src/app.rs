@@ -1,7 +1,7 @@
 //! Building and running the server: `Application::build`, then `port()`, then
 //! `run_until_stopped()`.
 
-use crate::{routes, AppState, Config};
+use crate::{middleware, routes, AppState, Config};
 use schema::postgres::{self, migrate::MigrationError, DbError};
 use tokio::net::TcpListener;
 
@@ -24,6 +24,8 @@ pub struct Application {
 impl Application {
     /// Connects, checks the schema is current, binds. Nothing is served yet.
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        // Before anything is measured: metrics recorded without a recorder are lost.
+        let _ = schema::metrics::prometheus();
         let pool = postgres::connect(&config.postgres).await.map_err(|source| {
             StartError::Connect { url: config.postgres.redacted_url(), source }
         })?;
@@ -31,7 +33,12 @@ impl Application {
         let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|source| StartError::Bind { addr: config.addr, source })?;
-        let router = routes::router(AppState { pool });
+        let state = AppState {
+            pool,
+            auth: config.auth.clone(),
+            read_through_wait: config.read_through_wait,
+        };
+        let router = middleware::wrap(routes::router(state), &config);
         Ok(Self { listener, router })
     }
 
@@ -49,7 +56,6 @@ async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    #[cfg(unix)]
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -58,7 +64,5 @@ async fn shutdown_signal() {
             Err(_) => std::future::pending::<()>().await,
         }
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
 }

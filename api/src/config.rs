@@ -1,24 +1,125 @@
 //! API configuration from the environment (README, "Environment").
 
 use schema::postgres::{ConfigError, PgConfig};
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// API_ADDR, default 127.0.0.1:8080; port 0 picks a free port (tests).
     pub addr: SocketAddr,
     pub postgres: PgConfig,
+    pub auth: AuthConfig,
+    /// CORS_ORIGINS: the PWA's origins, comma separated; none means no cross-origin access.
+    pub cors_origins: Vec<String>,
+    /// REQUEST_TIMEOUT_MS
+    pub request_timeout: Duration,
+    /// MAX_BODY_BYTES
+    pub max_body_bytes: usize,
+    /// READ_THROUGH_WAIT_MS: how long login waits for the daemon to fetch a user missing in
+    /// Postgres from Airtable.
+    pub read_through_wait: Duration,
+}
+
+#[derive(Clone)]
+pub struct AuthConfig {
+    /// JWT_SECRET: HS256 key, at least 32 bytes.
+    pub jwt_secret: Vec<u8>,
+    /// ACCESS_TOKEN_TTL_SECONDS
+    pub access_ttl: Duration,
+    /// REFRESH_TOKEN_TTL_SECONDS
+    pub refresh_ttl: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("addr", &self.addr)
+            .field("postgres", &self.postgres)
+            .field("cors_origins", &self.cors_origins)
+            .finish_non_exhaustive()
+    }
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn number(name: &'static str, default: u64) -> Result<u64, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| ConfigError::Invalid {
+            var: name,
+            reason: format!("expected a whole number, got {v:?}"),
+        }),
+    }
+}
+
+impl AuthConfig {
+    /// Refuses a missing or weak secret: fewer than 32 bytes, or too few distinct characters
+    /// to be random ("aaaa…", "changeme…").
+    pub fn new(secret: &str) -> Result<Self, ConfigError> {
+        let distinct = secret.chars().collect::<std::collections::HashSet<_>>().len();
+        if secret.len() < 32 || distinct < 10 {
+            return Err(ConfigError::Invalid {
+                var: "JWT_SECRET",
+                reason: "must be at least 32 random bytes (e.g. `openssl rand -base64 48`)".into(),
+            });
+        }
+        Ok(Self {
+            jwt_secret: secret.as_bytes().to_vec(),
+            access_ttl: Duration::from_secs(900),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+        })
+    }
 }
 
 impl Config {
+    /// A config for tests and the local stack: everything but the database and secret defaulted.
+    pub fn new(addr: SocketAddr, postgres: PgConfig, auth: AuthConfig) -> Self {
+        Self {
+            addr,
+            postgres,
+            auth,
+            cors_origins: Vec::new(),
+            request_timeout: Duration::from_secs(10),
+            max_body_bytes: 64 * 1024,
+            read_through_wait: Duration::from_secs(5),
+        }
+    }
+
     pub fn from_env() -> Result<Self, ConfigError> {
-        let addr = match std::env::var("API_ADDR") {
-            Ok(v) if !v.is_empty() => v.parse().map_err(|_| ConfigError::Invalid {
+        let addr = match var("API_ADDR") {
+            Some(v) => v.parse().map_err(|_| ConfigError::Invalid {
                 var: "API_ADDR",
                 reason: format!("expected host:port, got {v:?}"),
             })?,
-            _ => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
         };
-        Ok(Self { addr, postgres: PgConfig::from_env("api")? })
+        let mut auth =
+            AuthConfig::new(&var("JWT_SECRET").ok_or(ConfigError::Missing("JWT_SECRET"))?)?;
+        auth.access_ttl = Duration::from_secs(number("ACCESS_TOKEN_TTL_SECONDS", 900)?);
+        auth.refresh_ttl =
+            Duration::from_secs(number("REFRESH_TOKEN_TTL_SECONDS", 30 * 24 * 3600)?);
+        let mut c = Self::new(addr, PgConfig::from_env("api")?, auth);
+        c.cors_origins = var("CORS_ORIGINS")
+            .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default();
+        c.request_timeout = Duration::from_millis(number("REQUEST_TIMEOUT_MS", 10_000)?);
+        c.max_body_bytes = number("MAX_BODY_BYTES", 64 * 1024)? as usize;
+        c.read_through_wait = Duration::from_millis(number("READ_THROUGH_WAIT_MS", 5_000)?);
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weak_secrets_are_refused() {
+        assert!(AuthConfig::new("short").is_err());
+        assert!(AuthConfig::new(&"a".repeat(64)).is_err());
+        assert!(AuthConfig::new("changemechangemechangemechangeme").is_err());
+        assert!(AuthConfig::new("k3J9xQ2vLp8ZrT5wYb1NcH7mFd4sGa6E").is_ok());
     }
 }

@@ -2,31 +2,13 @@
 
 use crate::replication::StreamHealth;
 use axum::{extract::State, http::StatusCode, routing::get, Router};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::{
     net::SocketAddr,
-    sync::{atomic::Ordering, Arc, Mutex, OnceLock},
+    sync::{atomic::Ordering, Arc, Mutex},
 };
 use tokio::net::TcpListener;
 
-/// The process's Prometheus recorder, installed on first use (the metrics facade is
-/// process-wide by design; every daemon in the process shares it).
-pub fn prometheus() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let buckets =
-                [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
-            let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
-                .map(|b| b.build_recorder())
-                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
-            let handle = recorder.handle();
-            let _ = metrics::set_global_recorder(recorder);
-            handle
-        })
-        .clone()
-}
+pub use schema::metrics::prometheus;
 
 /// What readiness reads.
 #[derive(Clone)]

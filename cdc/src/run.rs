@@ -28,6 +28,8 @@ impl<D: Destination> Daemon<D> {
     /// Refuses to start on an unmigrated database, creates a missing publication and slot,
     /// refuses a lost slot, binds METRICS_ADDR.
     pub async fn build(config: &CdcConfig, destination: D) -> anyhow::Result<Self> {
+        // Before anything is measured: metrics recorded without a recorder are lost.
+        let _ = ops::prometheus();
         let pool = schema::postgres::connect(&config.postgres)
             .await
             .with_context(|| format!("cannot connect to {}", config.postgres.redacted_url()))?;

@@ -7,5 +7,6 @@
 //!   contract, retrying transactions, stable error kinds, migrations and readiness.
 
 pub mod mapping;
+pub mod metrics;
 pub mod postgres;
 pub mod registry;

@@ -25,6 +25,8 @@ pub enum TableKind {
     Mixed,
     /// Sync bookkeeping; never mirrored.
     Sync,
+    /// Postgres-only state of the API (authentication); never mirrored.
+    Private,
 }
 
 /// One column and its owner.
@@ -345,6 +347,34 @@ pub static TABLES: &[Table] = &[
     ),
     table!("sync_inbox_events", Sync, [pg("source"), pg("event_key"), pg("applied_at")]),
     table!("sync_checkpoint", Sync, [pg("name"), pg("value"), pg("updated_at")]),
+    // Authentication: written by the API only.
+    table!(
+        "refresh_tokens",
+        Private,
+        [
+            pg("id"),
+            pg("user_id"),
+            pg("family_id"),
+            secret("token_hash"),
+            pg("expires_at"),
+            pg("used_at"),
+            pg("revoked_at"),
+            pg("created_at")
+        ]
+    ),
+    table!(
+        "password_invitations",
+        Private,
+        [
+            pg("id"),
+            pg("user_id"),
+            secret("code_hash"),
+            pg("expires_at"),
+            pg("used_at"),
+            pg("created_by"),
+            pg("created_at")
+        ]
+    ),
 ];
 
 /// Derived views (computed in SQL, never stored).
@@ -395,7 +425,7 @@ mod tests {
     fn secrets_are_postgres_owned() {
         let secrets: Vec<_> =
             TABLES.iter().flat_map(|t| t.columns.iter().filter(|c| c.secret)).collect();
-        assert_eq!(secrets.len(), 1);
+        assert_eq!(secrets.len(), 3);
         assert!(secrets.iter().all(|c| c.owner == Owner::Postgres));
     }
 

@@ -25,6 +25,15 @@ async fn column_grants_follow_the_registry_ownership() {
             let api_writes = has(&db, "coach_api", t, c, "UPDATE").await;
             let sync_writes = has(&db, "coach_sync", t, c, "UPDATE").await;
             match (table.kind, column.owner) {
+                (TableKind::Private, _) => {
+                    assert!(api_writes, "api must update its own {t}.{c}");
+                    assert!(!sync_writes, "sync may not update {t}.{c}");
+                    assert!(
+                        !has(&db, "coach_sync", t, c, "SELECT").await,
+                        "sync may not read {t}.{c}"
+                    );
+                    continue;
+                }
                 (TableKind::Sync, _) => {
                     assert!(!api_writes, "api may not update sync table {t}.{c}");
                 }

@@ -5,8 +5,14 @@ use api::{Application, Config, StartError};
 use schema::postgres::PgConfig;
 use testkit::{empty_db, test_db};
 
+pub const TEST_SECRET: &str = "k3J9xQ2vLp8ZrT5wYb1NcH7mFd4sGa6E-test-only";
+
 fn config(url: String) -> Config {
-    Config { addr: "127.0.0.1:0".parse().expect("addr"), postgres: PgConfig::new(url, "api-test") }
+    Config::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        PgConfig::new(url, "api-test"),
+        api::AuthConfig::new(TEST_SECRET).expect("secret"),
+    )
 }
 
 #[tokio::test]

@@ -134,12 +134,11 @@ async fn the_daemon_creates_slot_and_publication_serves_health_and_metrics_and_s
     let dest = task.await.expect("join").expect("clean stop");
     assert!(!dest.log.lock().expect("log").events.is_empty());
     // The final position was written to the slot on the way out.
-    let confirmed: bool = sqlx::query_scalar("SELECT confirmed_flush_lsn >= pg_current_wal_lsn() - 1000000 FROM pg_replication_slots WHERE slot_name = $1")
-        .bind(&slot)
-        .fetch_one(&db.pool)
-        .await
-        .expect("slot");
-    assert!(confirmed);
+    let acked = cdc::destination::Destination::acknowledged(&dest).to_string();
+    assert!(
+        testkit::cdc::confirmed_past(&db.pool, &slot, &acked).await,
+        "the slot holds the acknowledged position {acked}"
+    );
 }
 
 #[tokio::test]

@@ -20,6 +20,7 @@ use testkit::{Cluster, ClusterOptions};
 
 const DEMO_SQL: &str = include_str!("demo.sql");
 const LOCAL_BASE: &str = "appCOACHLOCAL0001";
+const DEMO_PASSWORD: &str = "demo-password";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -100,10 +101,19 @@ async fn main() -> anyhow::Result<()> {
     let daemon_task = tokio::spawn(daemon.run_until(shutdown.clone()));
 
     let api_addr = std::env::var("API_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".into());
-    let api_config = api::Config {
-        addr: api_addr.parse().context("API_ADDR must be host:port")?,
-        postgres: PgConfig::new(database_url.clone(), "api"),
-    };
+    // JWT_SECRET when set, else a random one for this run; the demo user gets a password.
+    let secret = std::env::var("JWT_SECRET").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| {
+        format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+    });
+    let demo_hash = api::auth::password::hash(DEMO_PASSWORD.into())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    sqlx::query("UPDATE users SET password_hash = $1, password_set_at = now() WHERE email = 'demo@example.com' AND password_hash IS NULL").bind(&demo_hash).execute(&pool).await?;
+    let api_config = api::Config::new(
+        api_addr.parse().context("API_ADDR must be host:port")?,
+        PgConfig::new(database_url.clone(), "api"),
+        api::AuthConfig::new(&secret)?,
+    );
     let app = api::Application::build(api_config).await?;
     let api_url = format!(
         "http://{}:{}",
@@ -113,7 +123,8 @@ async fn main() -> anyhow::Result<()> {
 
     println!();
     println!("  Postgres   {}", PgConfig::new(database_url, "stack").redacted_url());
-    println!("  API        {api_url}/api/health   (ready: {api_url}/api/ready)");
+    println!("  API        {api_url}/api/health   (ready: {api_url}/api/ready, OpenAPI: {api_url}/api/openapi.json)");
+    println!("             demo login: demo@example.com / {DEMO_PASSWORD}  (POST {api_url}/api/auth/login)");
     match &emulator {
         Some(e) => {
             println!(
