@@ -1,5 +1,6 @@
 //! End-to-end tests against a real PostgreSQL (see support/).
 
+mod api;
 mod foundation;
 mod replication;
 mod sync;

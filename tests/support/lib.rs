@@ -1,6 +1,7 @@
 //! Test support: a real, throwaway PostgreSQL (never a mock) and fresh migrated databases.
 
 pub mod airtable;
+pub mod api;
 pub mod bin;
 pub mod cdc;
 pub mod pg;

@@ -1,0 +1,206 @@
+use reqwest::Method;
+use serde_json::json;
+use testkit::{
+    api::{code, serve, user_with_password, Client, DEMO},
+    test_db,
+};
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route() {
+    let doc = serde_json::to_value(api::openapi()).expect("json");
+    let paths = doc["paths"].as_object().expect("paths");
+    let expected: &[(&str, &[&str])] = &[
+        ("/api/auth/login", &["post"]),
+        ("/api/auth/me", &["get"]),
+        ("/api/auth/refresh", &["post"]),
+        ("/api/auth/set-password", &["post"]),
+        ("/api/auth/invitations", &["post"]),
+        ("/api/programs", &["get", "post"]),
+        ("/api/programs/{id}", &["get", "patch", "delete"]),
+        ("/api/programs/{id}/schedule/{planning_id}", &["get", "patch"]),
+        ("/api/programs/{id}/methods", &["get"]),
+        ("/api/habit-usage", &["get", "post", "delete"]),
+        ("/api/method-usage", &["post", "patch"]),
+        ("/api/method-usage/by-program", &["get"]),
+        ("/api/personal-goal-usage", &["get", "post"]),
+        ("/api/overtuiging-usage", &["get", "post"]),
+        ("/api/personal-goals", &["get", "post"]),
+        ("/api/personal-goals/{id}", &["patch", "delete"]),
+        ("/api/persoonlijke-overtuigingen", &["get", "post"]),
+        ("/api/methods", &["get"]),
+        ("/api/methods/{id}", &["get"]),
+        ("/api/goals", &["get"]),
+        ("/api/overtuigingen", &["get"]),
+        ("/api/companies/lookup", &["get"]),
+        ("/api/rewards", &["get"]),
+        ("/api/health", &["get"]),
+        ("/api/ready", &["get"]),
+    ];
+    for (path, methods) in expected {
+        let item = paths
+            .get(*path)
+            .unwrap_or_else(|| panic!("{path} is missing from the OpenAPI document"));
+        for m in *methods {
+            assert!(item.get(*m).is_some(), "{m} {path} is missing");
+        }
+    }
+    assert_eq!(
+        paths.len(),
+        expected.len(),
+        "no undocumented extras: {:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+
+    // The served document is the same, and every documented route is routed.
+    let db = test_db().await;
+    let base = serve(&db.url()).await;
+    let anon = Client::new(&base);
+    let (s, served) = anon.get("/api/openapi.json").await;
+    assert_eq!(
+        (s.as_u16(), served["paths"].as_object().map(|p| p.len())),
+        (200, Some(expected.len()))
+    );
+    for (path, methods) in expected {
+        let concrete = path
+            .replace("{id}", &uuid::Uuid::new_v4().to_string())
+            .replace("{planning_id}", &uuid::Uuid::new_v4().to_string());
+        for m in *methods {
+            let method = Method::from_bytes(m.to_uppercase().as_bytes()).expect("method");
+            let resp =
+                anon.http.request(method, format!("{base}{concrete}")).send().await.expect("send");
+            assert_ne!(resp.status().as_u16(), 405, "{m} {path} is not routed");
+        }
+    }
+}
+
+#[tokio::test]
+async fn errors_have_one_shape_and_every_response_a_request_id() {
+    let db = test_db().await;
+    sqlx::raw_sql(DEMO).execute(&db.pool).await.expect("demo");
+    user_with_password(&db.pool, "demo@example.com", "user").await;
+    let base = serve(&db.url()).await;
+    let (c, _) = Client::signed_in(&base, "demo@example.com").await;
+    let http = reqwest::Client::new();
+
+    let resp = http
+        .get(format!("{base}/api/health"))
+        .header("x-request-id", "trace-me-123")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        resp.headers().get("x-request-id").and_then(|v| v.to_str().ok()),
+        Some("trace-me-123")
+    );
+    let resp = http.get(format!("{base}/api/health")).send().await.expect("send");
+    assert!(
+        resp.headers().get("x-request-id").is_some_and(|v| v.len() >= 32),
+        "generated when absent"
+    );
+
+    let token = c.token.clone().expect("token");
+    let bad_json = http
+        .post(format!("{base}/api/programs"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{nope")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(bad_json.status().as_u16(), 400);
+    let body: serde_json::Value = bad_json.json().await.expect("json");
+    assert_eq!(code(&body), "bad_request");
+    let (s, body) = c
+        .post(
+            "/api/programs",
+            json!({ "start_date": "2040-01-01", "end_date": "2040-02-01", "colour": "red" }),
+        )
+        .await;
+    assert_eq!((s.as_u16(), code(&body)), (422, "validation_failed"), "unknown fields are refused");
+    assert!(body["error"]["details"].is_object());
+    let huge = "x".repeat(100 * 1024);
+    let (s, body) = c.post("/api/personal-goals", json!({ "name": huge })).await;
+    assert_eq!((s.as_u16(), code(&body)), (413, "too_large"));
+    let (s, body) = c.get("/api/no/such/route").await;
+    assert_eq!((s.as_u16(), code(&body)), (404, "not_found"));
+    // Database failures never leak SQL.
+    let (s, body) = c.post("/api/programs", json!({ "start_date": "2040-01-01", "end_date": "2040-02-01", "method_ids": [uuid::Uuid::new_v4()] })).await;
+    assert_eq!((s.as_u16(), code(&body)), (422, "invalid_reference"));
+    assert!(
+        !body.to_string().contains("INSERT") && !body.to_string().contains("violates"),
+        "{body}"
+    );
+
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(
+            "http_requests_total{route=\"/api/programs\",method=\"POST\",status=\"422\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("http_request_duration_seconds_bucket{route=\"/api/health\""));
+    let ready = http.get(format!("{base}/api/ready")).send().await.expect("ready");
+    assert_eq!(ready.status().as_u16(), 200);
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("db_pool_connections"));
+}
+
+#[tokio::test]
+async fn a_write_and_its_outbox_row_commit_together_or_roll_back_together() {
+    let db = test_db().await;
+    sqlx::raw_sql(DEMO).execute(&db.pool).await.expect("demo");
+    user_with_password(&db.pool, "demo@example.com", "user").await;
+    let base = serve(&db.url()).await;
+    let (c, _) = Client::signed_in(&base, "demo@example.com").await;
+    let program = c.get("/api/programs").await.1[0]["id"].as_str().expect("id").to_owned();
+    let count = |sql: &'static str| {
+        let pool = db.pool.clone();
+        async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.expect("count") }
+    };
+    let usage0 = count("SELECT count(*) FROM method_usage").await;
+    let outbox0 = count("SELECT count(*) FROM sync_outbox").await;
+    let (s, _) = c.post("/api/method-usage", json!({ "method_id": "00000000-0000-4000-8000-000000000401", "program_id": program, "used_on": "2030-06-01" })).await;
+    assert_eq!(s.as_u16(), 201);
+    assert_eq!(
+        (
+            count("SELECT count(*) FROM method_usage").await,
+            count("SELECT count(*) FROM sync_outbox").await
+        ),
+        (usage0 + 1, outbox0 + 1)
+    );
+
+    // Make the outbox refuse: the usage written before it in the transaction must vanish too.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'outbox down'; END $$;
+         CREATE TRIGGER refuse BEFORE INSERT ON sync_outbox FOR EACH ROW EXECUTE FUNCTION refuse();",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("trigger");
+    let (s, body) = c.post("/api/method-usage", json!({ "method_id": "00000000-0000-4000-8000-000000000401", "program_id": program, "used_on": "2030-06-02" })).await;
+    assert_eq!((s.as_u16(), code(&body)), (500, "internal"));
+    assert!(!body.to_string().contains("outbox down"), "no database text leaks: {body}");
+    assert_eq!(
+        (
+            count("SELECT count(*) FROM method_usage").await,
+            count("SELECT count(*) FROM sync_outbox").await
+        ),
+        (usage0 + 1, outbox0 + 1),
+        "nothing of the failed request stays"
+    );
+}

@@ -1,0 +1,5 @@
+//! The REST API against a real database.
+
+mod auth;
+mod contract;
+mod resources;
