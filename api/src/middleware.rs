@@ -12,6 +12,7 @@ use axum::{
 use std::time::{Duration, Instant};
 use tower::ServiceBuilder;
 use tower_http::{
+    catch_panic::CatchPanicLayer,
     cors::{AllowOrigin, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     timeout::TimeoutLayer,
@@ -37,6 +38,10 @@ pub fn wrap(router: Router, config: &Config) -> Router {
                 tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
             }))
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            // A bug must still answer in the API's error shape, and never take the process down.
+            .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+                axum::response::IntoResponse::into_response(crate::ApiError::Internal("handler panicked".into()))
+            }))
             .layer(cors)
             .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, config.request_timeout)),
     )

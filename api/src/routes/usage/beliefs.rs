@@ -75,7 +75,10 @@ pub async fn create_usage(
         POINTS_PER_DAY
             + if streak.current > 0
                 && streak.current % 7 == 0
-                && d.date >= chrono::Utc::now().date_naive() - chrono::Duration::days(1)
+                && chrono::Utc::now()
+                    .date_naive()
+                    .pred_opt()
+                    .is_some_and(|yesterday| d.date >= yesterday)
             {
                 WEEK_STREAK_BONUS
             } else {

@@ -21,7 +21,12 @@ pub struct DateRange {
 impl DateRange {
     pub fn bounds(&self) -> Result<(NaiveDate, NaiveDate), ApiError> {
         let to = self.to.unwrap_or_else(|| Utc::now().date_naive());
-        let from = self.from.unwrap_or(to - chrono::Duration::days(30));
+        let from = match self.from {
+            Some(f) => f,
+            None => to
+                .checked_sub_signed(chrono::Duration::days(30))
+                .ok_or_else(|| ApiError::invalid("to", "is out of range"))?,
+        };
         if from > to {
             return Err(ApiError::invalid("from", "must not be after to"));
         }
