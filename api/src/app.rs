@@ -36,7 +36,6 @@ impl Application {
         let state = AppState {
             pool,
             auth: config.auth.clone(),
-            read_through_wait: config.read_through_wait,
         };
         let router = middleware::wrap(routes::router(state), &config);
         Ok(Self { listener, router })
