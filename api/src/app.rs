@@ -33,10 +33,7 @@ impl Application {
         let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|source| StartError::Bind { addr: config.addr, source })?;
-        let state = AppState {
-            pool,
-            auth: config.auth.clone(),
-        };
+        let state = AppState { pool, auth: config.auth.clone() };
         let router = middleware::wrap(routes::router(state), &config);
         Ok(Self { listener, router })
     }

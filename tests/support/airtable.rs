@@ -95,6 +95,7 @@ pub fn airtable_config(e: &Emulator) -> AirtableConfig {
     c.backoff_min = Duration::from_millis(5);
     c.backoff_max = Duration::from_millis(100);
     c.max_attempts = 30;
+    c.reconcile_delay = Duration::from_millis(500);
     c
 }
 

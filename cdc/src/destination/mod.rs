@@ -40,8 +40,9 @@ pub trait Destination: Send {
     fn handle(&mut self, event: Event)
         -> impl Future<Output = Result<(), DestinationError>> + Send;
 
-    /// Makes everything handed so far durable. Called when the stream is idle and before
-    /// shutdown; afterwards `acknowledged()` covers every Commit and standalone Message handed.
+    /// Makes everything handed so far durable. Called on every idle tick of the stream (so it
+    /// must be cheap when there is nothing to do) and before shutdown; afterwards
+    /// `acknowledged()` covers every Commit and standalone Message handed.
     fn flush(&mut self) -> impl Future<Output = Result<(), DestinationError>> + Send;
 
     /// See the contract.

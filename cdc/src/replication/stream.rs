@@ -242,7 +242,8 @@ impl<D: Destination> Stream<D> {
                     }
                 }
                 _ = idle.tick() => {
-                    if !s.pending.is_empty() && last_event.elapsed() >= self.config.idle_flush {
+                    // Idle: let the destination finish its batches and do periodic work.
+                    if last_event.elapsed() >= self.config.idle_flush {
                         if let Err(e) = self.destination.flush().await {
                             break SessionEnd::Failed(e.0);
                         }

@@ -301,6 +301,56 @@ impl AirtableClient {
         Ok(out)
     }
 
+    /// Every record of a table as (merge value, record id); records without a merge value
+    /// come back with an empty one. Restarts when Airtable expires the listing's iterator.
+    pub async fn list_merge_values(
+        &self,
+        lane: Lane,
+        table: &str,
+        merge_field: &str,
+    ) -> Result<Vec<(String, String)>, AirtableError> {
+        'restart: loop {
+            let mut out = Vec::new();
+            let mut offset: Option<String> = None;
+            loop {
+                let mut body = json!({ "fields": [merge_field], "pageSize": 100 });
+                if let Some(o) = &offset {
+                    body["offset"] = json!(o);
+                }
+                let resp = match self
+                    .send(
+                        lane,
+                        "list",
+                        Method::POST,
+                        &format!("{}/listRecords", self.table_path(table)),
+                        &[],
+                        Some(&body),
+                    )
+                    .await
+                {
+                    Err(AirtableError::Rejected { kind, .. })
+                        if kind == "LIST_RECORDS_ITERATOR_NOT_AVAILABLE" =>
+                    {
+                        continue 'restart
+                    }
+                    other => other?,
+                };
+                for r in resp["records"].as_array().into_iter().flatten() {
+                    if let Some(id) = r["id"].as_str() {
+                        out.push((
+                            r["fields"][merge_field].as_str().unwrap_or("").to_owned(),
+                            id.to_owned(),
+                        ));
+                    }
+                }
+                match resp["offset"].as_str() {
+                    Some(o) => offset = Some(o.to_owned()),
+                    None => return Ok(out),
+                }
+            }
+        }
+    }
+
     /// The base's tables (Meta API).
     pub async fn tables(&self) -> Result<Value, AirtableError> {
         self.send(

@@ -31,6 +31,12 @@ pub struct AirtableConfig {
     pub request_timeout: Duration,
     /// Requests of one table's batch in flight at once.
     pub concurrency: usize,
+    /// SYNC_RECONCILE_DELAY_MS: after an unclean stop, nothing is written for this long
+    /// (writes the dead process had in flight land meanwhile, so none overwrites a newer
+    /// one), then a reconcile runs. Keep it above the request timeout of a crashed process.
+    pub reconcile_delay: Duration,
+    /// SYNC_RECONCILE_INTERVAL_MS: a periodic reconcile as a backstop; 0 disables.
+    pub reconcile_interval: Option<Duration>,
 }
 
 impl std::fmt::Debug for AirtableConfig {
@@ -83,6 +89,8 @@ impl AirtableConfig {
             // One request in flight per base: a second one on the wire when a 429 arrives
             // would land inside the penalty.
             concurrency: 1,
+            reconcile_delay: Duration::from_secs(60),
+            reconcile_interval: Some(Duration::from_secs(6 * 3600)),
         }
     }
 
@@ -100,6 +108,10 @@ impl AirtableConfig {
         c.penalty = Duration::from_millis(number("AIRTABLE_PENALTY_MS", 30_000u64)?);
         c.flush_window = Duration::from_millis(number("SYNC_FLUSH_MS", 250u64)?);
         c.max_attempts = number("SYNC_MAX_ATTEMPTS", c.max_attempts)?.max(1);
+        c.reconcile_delay = Duration::from_millis(number("SYNC_RECONCILE_DELAY_MS", 60_000u64)?);
+        c.reconcile_interval = Some(number("SYNC_RECONCILE_INTERVAL_MS", 6 * 3600 * 1000u64)?)
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis);
         Ok(c)
     }
 }

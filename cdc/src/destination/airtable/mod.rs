@@ -104,6 +104,13 @@ pub struct AirtableDestination {
     pending_final: Lsn,
     handed: Lsn,
     acked: Lsn,
+    /// When the next reconcile is due.
+    reconcile_at: Option<Instant>,
+    /// The first transaction of this session was seen (to detect an unclean stop).
+    started: bool,
+    /// After an unclean stop nothing is written before this: writes the dead process had in
+    /// flight land first, so none of them can overwrite a newer one.
+    fence_until: Option<Instant>,
     /// Numbers batches for the logs.
     batches: std::sync::atomic::AtomicU64,
 }
@@ -118,6 +125,7 @@ impl AirtableDestination {
         budget: Arc<Budget>,
     ) -> Result<Self, reqwest::Error> {
         let client = Arc::new(AirtableClient::new(config.clone(), budget)?);
+        let reconcile_at = config.reconcile_interval.map(|i| Instant::now() + i);
         Ok(Self {
             client,
             store: Store::new(pool),
@@ -134,6 +142,9 @@ impl AirtableDestination {
             pending_final: Lsn::ZERO,
             handed: Lsn::ZERO,
             acked: Lsn::ZERO,
+            reconcile_at,
+            started: false,
+            fence_until: None,
             batches: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -399,6 +410,17 @@ impl AirtableDestination {
     /// Writes everything pending; afterwards everything handed so far is acknowledged.
     async fn flush_all(&mut self) -> Result<(), DestinationError> {
         let upto = self.handed;
+        if self.pending.is_empty()
+            && self.replay_queue.is_empty()
+            && self.resync_tables.is_empty()
+            && self.outbox_done.is_empty()
+        {
+            self.acked = self.acked.max(upto);
+            return Ok(());
+        }
+        if let Some(until) = self.fence_until.take() {
+            tokio::time::sleep_until(until.into()).await;
+        }
         let mark = self.pending_final.max(upto);
         if self.possibly_written.is_none_or(|w| mark > w)
             && (!self.pending.is_empty()
@@ -890,6 +912,107 @@ impl AirtableDestination {
         self.store.dead_letter(&d).await.map_err(sql_err)
     }
 
+    /// Makes Airtable equal Postgres for every outbound table: records whose pg id is gone
+    /// from Postgres are deleted, duplicates of a pg id removed, rows Airtable lacks re-sent,
+    /// and the id map corrected. Records without a pg id (made by hand in Airtable) are left
+    /// alone. Catches what no event can: a write a dead process had in flight that landed
+    /// after its row was deleted.
+    pub async fn reconcile(&mut self) -> Result<(), DestinationError> {
+        let started = Instant::now();
+        self.flush_all().await?;
+        let (mut orphans, mut duplicates, mut missing) = (0u64, 0u64, 0u64);
+        for ti in 0..self.mapping.tables.len() {
+            if self.mapped(ti).outbound().next().is_none() {
+                continue;
+            }
+            let t = self.mapped(ti).clone();
+            let listed = match self
+                .client
+                .list_merge_values(Lane::Bulk, &t.airtable, &self.mapping.merge_field)
+                .await
+            {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(table = t.table.name, error = %e, "reconcile: cannot list Airtable; will try again");
+                    continue;
+                }
+            };
+            let in_pg: HashSet<Uuid> =
+                self.store.all_ids(t.table.name).await.map_err(sql_err)?.into_iter().collect();
+            let mapped = self
+                .store
+                .record_ids(t.table.name, &in_pg.iter().copied().collect::<Vec<_>>())
+                .await
+                .map_err(sql_err)?;
+            let mut seen: HashMap<Uuid, String> = HashMap::new();
+            let mut remove: Vec<String> = Vec::new();
+            for (value, record) in listed {
+                let Ok(id) = value.parse::<Uuid>() else { continue };
+                if !in_pg.contains(&id) {
+                    orphans += 1;
+                    remove.push(record);
+                } else if let Some(kept) = seen.get(&id) {
+                    // Keep the record the id map points at.
+                    duplicates += 1;
+                    if mapped.get(&id) == Some(&record) {
+                        remove.push(kept.clone());
+                        seen.insert(id, record);
+                    } else {
+                        remove.push(record);
+                    }
+                } else {
+                    seen.insert(id, record);
+                }
+            }
+            for chunk in remove.chunks(10) {
+                match self.client.delete(Lane::Bulk, &t.airtable, chunk).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_gone() => {
+                        for rec in chunk {
+                            let _ = self
+                                .client
+                                .delete(Lane::Bulk, &t.airtable, std::slice::from_ref(rec))
+                                .await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(table = t.table.name, error = %e, "reconcile: delete failed; next reconcile retries")
+                    }
+                }
+            }
+            let pairs: Vec<(Uuid, String)> = seen
+                .iter()
+                .filter(|(id, rec)| mapped.get(id) != Some(rec))
+                .map(|(id, rec)| (*id, rec.clone()))
+                .collect();
+            self.store.save_record_ids(t.table.name, &pairs).await.map_err(sql_err)?;
+            let since = Utc::now();
+            let absent: Vec<(Uuid, Pending)> = in_pg
+                .iter()
+                .filter(|id| !seen.contains_key(id))
+                .map(|id| (*id, Pending::reread(since, Vec::new())))
+                .collect();
+            missing += absent.len() as u64;
+            if !absent.is_empty() {
+                self.upsert_rows(ti, absent).await?;
+            }
+        }
+        metrics::counter!("sync_reconcile_runs_total").increment(1);
+        metrics::counter!("sync_reconcile_fixed_total", "kind" => "orphan").increment(orphans);
+        metrics::counter!("sync_reconcile_fixed_total", "kind" => "duplicate")
+            .increment(duplicates);
+        metrics::counter!("sync_reconcile_fixed_total", "kind" => "missing").increment(missing);
+        tracing::info!(
+            orphans,
+            duplicates,
+            missing,
+            ms = started.elapsed().as_millis() as u64,
+            "reconciled Airtable with Postgres"
+        );
+        self.reconcile_at = self.config.reconcile_interval.map(|i| Instant::now() + i);
+        Ok(())
+    }
+
     fn due(&self) -> bool {
         self.pending.len() >= self.config.max_pending_rows
             || self.first_pending.is_some_and(|t| t.elapsed() >= self.config.flush_window)
@@ -905,6 +1028,17 @@ impl Destination for AirtableDestination {
             Event::Begin { commit_time, final_lsn, .. } => {
                 self.tx_time = commit_time;
                 self.tx_final = final_lsn;
+                if !self.started {
+                    self.started = true;
+                    if self.redelivered() {
+                        // An unclean stop: a write the dead process had in flight may land
+                        // after this session handled that row. Reconcile once they are in.
+                        let at = Instant::now() + self.config.reconcile_delay;
+                        tracing::info!(delay = ?self.config.reconcile_delay, "restarted after an unclean stop: writing resumes after the grace period, then a reconcile");
+                        self.fence_until = Some(at);
+                        self.reconcile_at = Some(self.reconcile_at.map_or(at, |r| r.min(at)));
+                    }
+                }
             }
             Event::Change(c) => self.on_change(c)?,
             Event::Truncate { relations, .. } => {
@@ -939,7 +1073,11 @@ impl Destination for AirtableDestination {
     }
 
     async fn flush(&mut self) -> Result<(), DestinationError> {
-        self.flush_all().await
+        self.flush_all().await?;
+        if self.reconcile_at.is_some_and(|at| Instant::now() >= at) {
+            self.reconcile().await?;
+        }
+        Ok(())
     }
 
     fn acknowledged(&self) -> Lsn {

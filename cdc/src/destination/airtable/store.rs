@@ -111,6 +111,13 @@ impl Store {
             .collect())
     }
 
+    /// Every id of a table (reconcile).
+    pub async fn all_ids(&self, table: &str) -> sqlx::Result<Vec<Uuid>> {
+        sqlx::query_scalar(&format!("SELECT id FROM {}", quote_ident(table)))
+            .fetch_all(&self.pool)
+            .await
+    }
+
     /// A page of ids of a table, in id order after `after` (whole-table resync).
     pub async fn ids_after(
         &self,

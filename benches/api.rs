@@ -1,0 +1,225 @@
+//! The API's hot paths under load, side by side with pgbench running the same SQL:
+//! 10k users with a year of usage (~1M habit and method usage rows), 32 concurrent
+//! keep-alive connections on loopback. Goals: p95 ≤ 5 ms; throughput ≥ 0.5× pgbench.
+//!
+//! `cargo bench -p benches --bench api`
+
+use benches::{percentile, print_table};
+use rand::Rng;
+use schema::postgres::PgConfig;
+use std::{
+    process::Command,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use testkit::{Cluster, ClusterOptions};
+
+const USERS: u32 = 10_000;
+const CONNECTIONS: usize = 32;
+const SECONDS: u64 = 10;
+const SECRET: &str = "bench-secret-0123456789-abcdefghijKLMNOP";
+
+fn user_id(n: u32) -> uuid::Uuid {
+    format!("10000000-0000-4000-8000-{n:012}").parse().expect("uuid")
+}
+
+const SEED: &str = "
+INSERT INTO users (id, email, name)
+  SELECT ('10000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid, 'u' || n || '@example.com', 'User ' || n
+  FROM generate_series(1, 10000) n;
+INSERT INTO programs (id, user_id, name, start_date, end_date, method_ids)
+  SELECT gen_random_uuid(), id, 'Programma', current_date - 30, current_date + 30,
+         '{00000000-0000-4000-8000-000000000401,00000000-0000-4000-8000-000000000402}'
+  FROM users WHERE email LIKE 'u%@example.com';
+INSERT INTO program_schedule (program_id, user_id, date, method_ids)
+  SELECT p.id, p.user_id, p.start_date + d * 4, '{00000000-0000-4000-8000-000000000401}'
+  FROM programs p, generate_series(0, 13) d WHERE p.name = 'Programma';
+INSERT INTO method_usage (user_id, method_id, program_id, used_on)
+  SELECT p.user_id, '00000000-0000-4000-8000-000000000401', CASE WHEN d < 25 THEN p.id END, current_date - d * 7
+  FROM programs p, generate_series(0, 49) d WHERE p.name = 'Programma';
+INSERT INTO habit_usage (user_id, method_id, date)
+  SELECT u.id, CASE WHEN d % 2 = 0 THEN '00000000-0000-4000-8000-000000000403'::uuid ELSE '00000000-0000-4000-8000-000000000404'::uuid END, current_date - d * 7 - (d % 2)
+  FROM users u, generate_series(0, 49) d WHERE u.email LIKE 'u%@example.com';
+ANALYZE;";
+
+/// (latencies, requests/s) of `path_for(user)` over 32 connections for SECONDS.
+async fn load(
+    base: &str,
+    tokens: Arc<Vec<String>>,
+    path_for: fn(u32) -> String,
+) -> (Vec<Duration>, f64) {
+    let http =
+        reqwest::Client::builder().pool_max_idle_per_host(CONNECTIONS).build().expect("client");
+    let run = |secs: u64| {
+        let mut tasks = Vec::new();
+        for _ in 0..CONNECTIONS {
+            let (http, base, tokens) = (http.clone(), base.to_owned(), tokens.clone());
+            tasks.push(tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(secs);
+                let mut lat = Vec::new();
+                while Instant::now() < deadline {
+                    let n = rand::rng().random_range(1..=USERS);
+                    let t = Instant::now();
+                    let resp = http
+                        .get(format!("{base}{}", path_for(n)))
+                        .bearer_auth(&tokens[n as usize - 1])
+                        .send()
+                        .await
+                        .expect("send");
+                    assert!(resp.status().is_success(), "{}", resp.status());
+                    let _ = resp.bytes().await;
+                    lat.push(t.elapsed());
+                }
+                lat
+            }));
+        }
+        tasks
+    };
+    for t in run(3) {
+        let _ = t.await;
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    for t in run(SECONDS) {
+        all.extend(t.await.expect("task"));
+    }
+    let rate = all.len() as f64 / started.elapsed().as_secs_f64();
+    (all, rate)
+}
+
+/// pgbench running `sql` (with :uid the user's id) at the same concurrency; returns tps.
+fn pgbench(cluster: &Cluster, sql: &str) -> f64 {
+    let dir = tempfile::tempdir().expect("tmp");
+    let script = dir.path().join("bench.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "\\set n random(1, {USERS})\n{}\n",
+            sql.replace(":uid", "('10000000-0000-4000-8000-' || lpad(:n::text, 12, '0'))::uuid")
+        ),
+    )
+    .expect("script");
+    let bin = testkit::pg::find_bin_dir().expect("bin").join("pgbench");
+    let out = Command::new(bin)
+        .args([
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            &CONNECTIONS.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &SECONDS.to_string(),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &cluster.port().to_string(),
+            "-U",
+            "postgres",
+            "-f",
+        ])
+        .arg(&script)
+        .arg("bench")
+        .output()
+        .expect("pgbench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("tps ="))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("pgbench: {text}{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::main]
+async fn main() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        Cluster::start(ClusterOptions {
+            settings: vec![
+                ("shared_buffers".into(), "512MB".into()),
+                ("max_wal_size".into(), "4GB".into()),
+            ],
+            ..ClusterOptions::default()
+        })
+    })
+    .await
+    .expect("join")
+    .expect("cluster");
+    let admin = sqlx::PgPool::connect(&cluster.url("postgres")).await.expect("admin");
+    sqlx::query("CREATE DATABASE bench").execute(&admin).await.expect("db");
+    let url = cluster.url("bench");
+    let pool = sqlx::PgPool::connect(&url).await.expect("pool");
+    schema::postgres::migrate::run(&pool).await.expect("migrate");
+    sqlx::raw_sql(include_str!("../tests/stack/demo.sql")).execute(&pool).await.expect("demo");
+    let seeded = Instant::now();
+    sqlx::raw_sql(SEED).execute(&pool).await.expect("seed");
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM habit_usage) + (SELECT count(*) FROM method_usage)",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    eprintln!("seeded {rows} usage rows in {:.0} s", seeded.elapsed().as_secs_f64());
+
+    let auth = api::AuthConfig::new(SECRET).expect("secret");
+    let tokens: Arc<Vec<String>> = Arc::new(
+        (1..=USERS)
+            .map(|n| api::auth::jwt::issue(&auth, user_id(n), "user").expect("token").0)
+            .collect(),
+    );
+    let mut pg = PgConfig::new(url.clone(), "api-bench");
+    pg.pool_max = CONNECTIONS as u32;
+    let app =
+        api::Application::build(api::Config::new("127.0.0.1:0".parse().expect("addr"), pg, auth))
+            .await
+            .expect("api");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+
+    let cases = [
+        (
+            "GET /api/programs",
+            "/api/programs",
+            "SELECT p.id, p.name, p.start_date, p.end_date, p.goal_ids, p.method_ids, p.day_of_week_ids, p.motivation, pp.planned_sessions, pp.completed_sessions, pp.percent_complete, p.created_at, p.updated_at FROM programs p JOIN program_progress pp ON pp.program_id = p.id WHERE p.user_id = :uid ORDER BY p.start_date DESC;",
+        ),
+        (
+            "GET /api/habit-usage (30 days)",
+            "/api/habit-usage",
+            "SELECT id, method_id, date FROM habit_usage WHERE user_id = :uid AND date BETWEEN current_date - 30 AND current_date ORDER BY date, method_id;",
+        ),
+    ];
+    let mut table = Vec::new();
+    for (label, path, sql) in cases {
+        let (mut lat, rate) = load(&base, tokens.clone(), path).await;
+        let tps = tokio::task::block_in_place(|| pgbench(&cluster, sql));
+        let p95 = percentile(&mut lat, 95.0);
+        table.push(vec![
+            label.to_owned(),
+            format!("{:.2}", percentile(&mut lat, 50.0).as_secs_f64() * 1000.0),
+            format!("{:.2}", p95.as_secs_f64() * 1000.0),
+            format!("{:.2}", percentile(&mut lat, 99.0).as_secs_f64() * 1000.0),
+            format!("{rate:.0}"),
+            format!("{tps:.0}"),
+            format!("{:.2}×", rate / tps),
+            if p95 <= Duration::from_millis(5) && rate >= 0.5 * tps {
+                "yes".into()
+            } else {
+                "NO".into()
+            },
+        ]);
+    }
+    println!("\nAPI hot paths: {USERS} users, {rows} usage rows, {CONNECTIONS} keep-alive connections, {SECONDS} s each (load generator, API and Postgres share 2 cores)\n");
+    print_table(
+        &[
+            "endpoint",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "API req/s",
+            "pgbench tps (same SQL)",
+            "ratio",
+            "p95 ≤ 5 ms and ≥ 0.5×",
+        ],
+        &table,
+    );
+}
