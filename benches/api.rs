@@ -42,12 +42,8 @@ INSERT INTO habit_usage (user_id, method_id, date)
   FROM users u, generate_series(0, 49) d WHERE u.email LIKE 'u%@example.com';
 ANALYZE;";
 
-/// (latencies, requests/s) of `path_for(user)` over 32 connections for SECONDS.
-async fn load(
-    base: &str,
-    tokens: Arc<Vec<String>>,
-    path_for: fn(u32) -> String,
-) -> (Vec<Duration>, f64) {
+/// (latencies, requests/s) of GET `path` as random users over 32 connections for SECONDS.
+async fn load(base: &str, tokens: Arc<Vec<String>>, path: &'static str) -> (Vec<Duration>, f64) {
     let http =
         reqwest::Client::builder().pool_max_idle_per_host(CONNECTIONS).build().expect("client");
     let run = |secs: u64| {
@@ -61,7 +57,7 @@ async fn load(
                     let n = rand::rng().random_range(1..=USERS);
                     let t = Instant::now();
                     let resp = http
-                        .get(format!("{base}{}", path_for(n)))
+                        .get(format!("{base}{path}"))
                         .bearer_auth(&tokens[n as usize - 1])
                         .send()
                         .await
