@@ -12,11 +12,12 @@ use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
-use testkit::{Cluster, ClusterOptions};
+use testkit::Cluster;
 
 const USERS: u32 = 10_000;
 const CONNECTIONS: usize = 32;
 const SECONDS: u64 = 10;
+const POOL: u32 = 8;
 const SECRET: &str = "bench-secret-0123456789-abcdefghijKLMNOP";
 
 fn user_id(n: u32) -> uuid::Uuid {
@@ -42,28 +43,39 @@ INSERT INTO habit_usage (user_id, method_id, date)
   FROM users u, generate_series(0, 49) d WHERE u.email LIKE 'u%@example.com';
 ANALYZE;";
 
-/// (latencies, requests/s) of GET `path` as random users over 32 connections for SECONDS.
-async fn load(base: &str, tokens: Arc<Vec<String>>, path: &'static str) -> (Vec<Duration>, f64) {
-    let http =
-        reqwest::Client::builder().pool_max_idle_per_host(CONNECTIONS).build().expect("client");
+/// (latencies, requests/s) of GET `path` as random users over 32 keep-alive connections for
+/// SECONDS: one lean HTTP/1 connection per worker, so the generator costs little CPU.
+async fn load(
+    addr: std::net::SocketAddr,
+    tokens: Arc<Vec<String>>,
+    path: &'static str,
+) -> (Vec<Duration>, f64) {
     let run = |secs: u64| {
         let mut tasks = Vec::new();
         for _ in 0..CONNECTIONS {
-            let (http, base, tokens) = (http.clone(), base.to_owned(), tokens.clone());
+            let tokens = tokens.clone();
             tasks.push(tokio::spawn(async move {
+                let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                stream.set_nodelay(true).expect("nodelay");
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                        .await
+                        .expect("handshake");
+                tokio::spawn(conn);
+                let auth: Vec<String> = tokens.iter().map(|t| format!("Bearer {t}")).collect();
                 let deadline = Instant::now() + Duration::from_secs(secs);
                 let mut lat = Vec::new();
                 while Instant::now() < deadline {
-                    let n = rand::rng().random_range(1..=USERS);
+                    let n = rand::rng().random_range(0..USERS as usize);
+                    let req = hyper::Request::get(path)
+                        .header("host", "127.0.0.1")
+                        .header("authorization", &auth[n])
+                        .body(http_body_util::Empty::<bytes::Bytes>::new())
+                        .expect("request");
                     let t = Instant::now();
-                    let resp = http
-                        .get(format!("{base}{path}"))
-                        .bearer_auth(&tokens[n as usize - 1])
-                        .send()
-                        .await
-                        .expect("send");
+                    let resp = sender.send_request(req).await.expect("send");
                     assert!(resp.status().is_success(), "{}", resp.status());
-                    let _ = resp.bytes().await;
+                    let _ = http_body_util::BodyExt::collect(resp.into_body()).await.expect("body");
                     lat.push(t.elapsed());
                 }
                 lat
@@ -129,21 +141,11 @@ fn pgbench(cluster: &Cluster, sql: &str) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let cluster = tokio::task::spawn_blocking(|| {
-        Cluster::start(ClusterOptions {
-            settings: vec![
-                ("shared_buffers".into(), "512MB".into()),
-                ("max_wal_size".into(), "4GB".into()),
-            ],
-            ..ClusterOptions::default()
-        })
-    })
-    .await
-    .expect("join")
-    .expect("cluster");
-    let admin = sqlx::PgPool::connect(&cluster.url("postgres")).await.expect("admin");
-    sqlx::query("CREATE DATABASE bench").execute(&admin).await.expect("db");
-    let url = cluster.url("bench");
+    let (cluster, url) = benches::cluster_with_database(
+        &[("shared_buffers", "512MB"), ("max_wal_size", "4GB")],
+        "bench",
+    )
+    .await;
     let pool = sqlx::PgPool::connect(&url).await.expect("pool");
     schema::postgres::migrate::run(&pool).await.expect("migrate");
     sqlx::raw_sql(include_str!("../tests/stack/demo.sql")).execute(&pool).await.expect("demo");
@@ -164,12 +166,13 @@ async fn main() {
             .collect(),
     );
     let mut pg = PgConfig::new(url.clone(), "api-bench");
-    pg.pool_max = CONNECTIONS as u32;
+    // Fewer backends than clients: on 2 cores, 32 busy backends mostly add switching.
+    pg.pool_max = POOL;
     let app =
         api::Application::build(api::Config::new("127.0.0.1:0".parse().expect("addr"), pg, auth))
             .await
             .expect("api");
-    let base = format!("http://127.0.0.1:{}", app.port());
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", app.port()).parse().expect("addr");
     tokio::spawn(app.run_until_stopped());
 
     let cases = [
@@ -186,7 +189,7 @@ async fn main() {
     ];
     let mut table = Vec::new();
     for (label, path, sql) in cases {
-        let (mut lat, rate) = load(&base, tokens.clone(), path).await;
+        let (mut lat, rate) = load(addr, tokens.clone(), path).await;
         let tps = tokio::task::block_in_place(|| pgbench(&cluster, sql));
         let p95 = percentile(&mut lat, 95.0);
         table.push(vec![
@@ -204,7 +207,7 @@ async fn main() {
             },
         ]);
     }
-    println!("\nAPI hot paths: {USERS} users, {rows} usage rows, {CONNECTIONS} keep-alive connections, {SECONDS} s each (load generator, API and Postgres share 2 cores)\n");
+    println!("\nAPI hot paths: {USERS} users, {rows} usage rows, {CONNECTIONS} keep-alive connections, API pool {POOL}, {SECONDS} s each (load generator, API and Postgres share 2 cores)\n");
     print_table(
         &[
             "endpoint",

@@ -20,3 +20,27 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
         println!("| {} |", r.join(" | "));
     }
 }
+
+/// A throwaway cluster with `settings` and a fresh database `name` on it; returns both and the
+/// database's URL.
+pub async fn cluster_with_database(
+    settings: &[(&str, &str)],
+    name: &str,
+) -> (testkit::Cluster, String) {
+    let settings: Vec<(String, String)> =
+        settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    let cluster = tokio::task::spawn_blocking(move || {
+        testkit::Cluster::start(testkit::ClusterOptions {
+            settings,
+            ..testkit::ClusterOptions::default()
+        })
+    })
+    .await
+    .expect("join")
+    .expect("cluster");
+    let admin = sqlx::PgPool::connect(&cluster.url("postgres")).await.expect("admin");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("database");
+    admin.close().await;
+    let url = cluster.url(name);
+    (cluster, url)
+}

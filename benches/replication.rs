@@ -17,7 +17,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use testkit::{cdc::prepare, Cluster, ClusterOptions};
+use testkit::{cdc::prepare, Cluster};
 
 /// Counts changes, acknowledges every commit at once.
 struct Counting {
@@ -107,22 +107,15 @@ fn peak_rss_mb() -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let cluster = tokio::task::spawn_blocking(|| {
-        Cluster::start(ClusterOptions {
-            settings: vec![
-                ("max_wal_size".into(), "8GB".into()),
-                ("checkpoint_timeout".into(), "1h".into()),
-                ("logical_decoding_work_mem".into(), "64MB".into()),
-            ],
-            ..ClusterOptions::default()
-        })
-    })
-    .await
-    .expect("join")
-    .expect("cluster");
-    let admin = sqlx::PgPool::connect(&cluster.url("postgres")).await.expect("admin");
-    sqlx::query("CREATE DATABASE bench").execute(&admin).await.expect("db");
-    let url = cluster.url("bench");
+    let (cluster, url) = benches::cluster_with_database(
+        &[
+            ("max_wal_size", "8GB"),
+            ("checkpoint_timeout", "1h"),
+            ("logical_decoding_work_mem", "64MB"),
+        ],
+        "bench",
+    )
+    .await;
     let pool = sqlx::PgPool::connect(&url).await.expect("pool");
     sqlx::raw_sql(
         "CREATE TABLE bench_rows (id bigint PRIMARY KEY, user_id uuid NOT NULL, name text, amount numeric, done boolean, created_at timestamptz NOT NULL, tags text[]);
