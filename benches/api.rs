@@ -167,7 +167,9 @@ async fn main() {
     );
     let mut pg = PgConfig::new(url.clone(), "api-bench");
     // Fewer backends than clients: on 2 cores, 32 busy backends mostly add switching.
-    pg.pool_max = POOL;
+    let pool_size: u32 =
+        std::env::var("BENCH_API_POOL").ok().and_then(|v| v.parse().ok()).unwrap_or(POOL);
+    pg.pool_max = pool_size;
     let app =
         api::Application::build(api::Config::new("127.0.0.1:0".parse().expect("addr"), pg, auth))
             .await
@@ -175,6 +177,12 @@ async fn main() {
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", app.port()).parse().expect("addr");
     tokio::spawn(app.run_until_stopped());
 
+    // Baseline: the HTTP stack alone (no auth, no database) at the same concurrency.
+    let (mut lat, rate) = load(addr, tokens.clone(), "/api/health").await;
+    eprintln!(
+        "baseline GET /api/health: p50 {:.2} ms, {rate:.0} req/s",
+        percentile(&mut lat, 50.0).as_secs_f64() * 1000.0
+    );
     let cases = [
         (
             "GET /api/programs",
@@ -207,7 +215,7 @@ async fn main() {
             },
         ]);
     }
-    println!("\nAPI hot paths: {USERS} users, {rows} usage rows, {CONNECTIONS} keep-alive connections, API pool {POOL}, {SECONDS} s each (load generator, API and Postgres share 2 cores)\n");
+    println!("\nAPI hot paths: {USERS} users, {rows} usage rows, {CONNECTIONS} keep-alive connections, API pool {pool_size}, {SECONDS} s each (load generator, API and Postgres share 2 cores)\n");
     print_table(
         &[
             "endpoint",

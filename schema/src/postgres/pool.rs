@@ -16,6 +16,9 @@ pub async fn connect(config: &PgConfig) -> Result<PgPool, DbError> {
         .max_connections(config.pool_max)
         .idle_timeout(config.idle_timeout)
         .acquire_timeout(config.acquire_timeout)
+        // sqlx pings every connection before handing it out: a round trip per query. A broken
+        // connection fails its query instead (mapped to Unavailable) and is discarded.
+        .test_before_acquire(false)
         .connect_with(options)
         .await?;
     tracing::info!(
