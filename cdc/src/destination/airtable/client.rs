@@ -268,73 +268,57 @@ impl AirtableClient {
             let terms: Vec<String> =
                 chunk.iter().map(|v| format!("{{{merge_field}}}={}", formula_string(v))).collect();
             let formula = format!("OR({})", terms.join(","));
-            let mut offset: Option<String> = None;
-            loop {
-                let mut body =
-                    json!({ "filterByFormula": formula, "fields": [merge_field], "pageSize": 100 });
-                if let Some(o) = &offset {
-                    body["offset"] = json!(o);
-                }
-                let resp = self
-                    .send(
-                        lane,
-                        "list",
-                        Method::POST,
-                        &format!("{}/listRecords", self.table_path(table)),
-                        &[],
-                        Some(&body),
-                    )
-                    .await?;
-                for r in resp["records"].as_array().into_iter().flatten() {
-                    if let (Some(id), Some(v)) =
-                        (r["id"].as_str(), r["fields"][merge_field].as_str())
-                    {
-                        out.push((v.to_owned(), id.to_owned()));
-                    }
-                }
-                match resp["offset"].as_str() {
-                    Some(o) => offset = Some(o.to_owned()),
-                    None => break,
-                }
-            }
+            out.extend(
+                self.list_merge(lane, table, merge_field, Some(&formula))
+                    .await?
+                    .into_iter()
+                    .filter(|(v, _)| !v.is_empty()),
+            );
         }
         Ok(out)
     }
 
     /// Every record of a table as (merge value, record id); records without a merge value
-    /// come back with an empty one. Restarts when Airtable expires the listing's iterator.
+    /// come back with an empty one.
     pub async fn list_merge_values(
         &self,
         lane: Lane,
         table: &str,
         merge_field: &str,
     ) -> Result<Vec<(String, String)>, AirtableError> {
+        self.list_merge(lane, table, merge_field, None).await
+    }
+
+    /// Pages through a listing (only the merge field, optionally filtered), starting over
+    /// when Airtable expires the listing's iterator.
+    async fn list_merge(
+        &self,
+        lane: Lane,
+        table: &str,
+        merge_field: &str,
+        formula: Option<&str>,
+    ) -> Result<Vec<(String, String)>, AirtableError> {
+        let path = format!("{}/listRecords", self.table_path(table));
         'restart: loop {
             let mut out = Vec::new();
             let mut offset: Option<String> = None;
             loop {
                 let mut body = json!({ "fields": [merge_field], "pageSize": 100 });
+                if let Some(f) = formula {
+                    body["filterByFormula"] = json!(f);
+                }
                 if let Some(o) = &offset {
                     body["offset"] = json!(o);
                 }
-                let resp = match self
-                    .send(
-                        lane,
-                        "list",
-                        Method::POST,
-                        &format!("{}/listRecords", self.table_path(table)),
-                        &[],
-                        Some(&body),
-                    )
-                    .await
-                {
-                    Err(AirtableError::Rejected { kind, .. })
-                        if kind == "LIST_RECORDS_ITERATOR_NOT_AVAILABLE" =>
-                    {
-                        continue 'restart
-                    }
-                    other => other?,
-                };
+                let resp =
+                    match self.send(lane, "list", Method::POST, &path, &[], Some(&body)).await {
+                        Err(AirtableError::Rejected { kind, .. })
+                            if kind == "LIST_RECORDS_ITERATOR_NOT_AVAILABLE" =>
+                        {
+                            continue 'restart
+                        }
+                        other => other?,
+                    };
                 for r in resp["records"].as_array().into_iter().flatten() {
                     if let Some(id) = r["id"].as_str() {
                         out.push((
