@@ -5,50 +5,20 @@
 //! `cargo bench -p benches --bench replication`
 
 use benches::print_table;
-use cdc::{
-    destination::{Destination, DestinationError},
-    replication::{Event, Lsn, Stream},
-};
+use cdc::{destination::NullDestination, replication::Stream};
 use std::{
     process::Command,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 use testkit::{cdc::prepare, Cluster};
 
-/// Counts changes, acknowledges every commit at once.
-struct Counting {
-    changes: Arc<AtomicU64>,
-    acked: Lsn,
-}
-
-impl Destination for Counting {
-    async fn handle(&mut self, event: Event) -> Result<(), DestinationError> {
-        match event {
-            Event::Change(_) => {
-                self.changes.fetch_add(1, Ordering::Relaxed);
-            }
-            Event::Commit { end_lsn, .. } => self.acked = end_lsn,
-            _ => {}
-        }
-        Ok(())
-    }
-    async fn flush(&mut self) -> Result<(), DestinationError> {
-        Ok(())
-    }
-    fn acknowledged(&self) -> Lsn {
-        self.acked
-    }
-}
-
 async fn ours(url: &str, slot: &str, rows: u64) -> Duration {
-    let changes = Arc::new(AtomicU64::new(0));
+    let null = NullDestination::default();
+    let changes = null.changes.clone();
     let mut config = testkit::cdc::stream_config(url, slot, "bench_pub");
     config.buffer_events = 4096;
-    let stream = Stream::new(config, Counting { changes: changes.clone(), acked: Lsn::ZERO });
+    let stream = Stream::new(config, null);
     let (tx, rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
     let task = tokio::spawn(stream.run(rx));

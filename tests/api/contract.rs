@@ -132,14 +132,7 @@ async fn errors_have_one_shape_and_every_response_a_request_id() {
         "{body}"
     );
 
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = testkit::metrics_text(&http, &format!("{base}/metrics")).await;
     assert!(
         metrics.contains(
             "http_requests_total{route=\"/api/programs\",method=\"POST\",status=\"422\"}"
@@ -149,14 +142,7 @@ async fn errors_have_one_shape_and_every_response_a_request_id() {
     assert!(metrics.contains("http_request_duration_seconds_bucket{route=\"/api/health\""));
     let ready = http.get(format!("{base}/api/ready")).send().await.expect("ready");
     assert_eq!(ready.status().as_u16(), 200);
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = testkit::metrics_text(&http, &format!("{base}/metrics")).await;
     assert!(metrics.contains("db_pool_connections"));
 }
 

@@ -117,14 +117,7 @@ async fn the_daemon_creates_slot_and_publication_serves_health_and_metrics_and_s
 
     sqlx::raw_sql(include_str!("../stack/demo.sql")).execute(&db.pool).await.expect("demo data");
     wait_until(Duration::from_secs(20), "metrics for streamed events and lag", || async {
-        let body = http
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .unwrap_or_default();
+        let body = testkit::metrics_text(&http, &format!("{base}/metrics")).await;
         body.contains("cdc_events_total{table=\"programs\",op=\"insert\"}")
             && body.contains("cdc_replication_lag_bytes")
             && body.contains("cdc_slot_wal_status{status=\"reserved\"} 1")
@@ -172,14 +165,7 @@ async fn cdc_run_streams_changes_and_exits_zero_on_sigterm_with_the_position_con
     .await;
     sqlx::raw_sql(include_str!("../stack/demo.sql")).execute(&db.pool).await.expect("demo data");
     wait_until(Duration::from_secs(20), "the demo data streamed", || async {
-        let body = http
-            .get(format!("http://127.0.0.1:{port}/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .unwrap_or_default();
+        let body = testkit::metrics_text(&http, &format!("http://127.0.0.1:{port}/metrics")).await;
         body.contains("cdc_events_total{table=\"habit_usage\",op=\"insert\"}")
     })
     .await;

@@ -8,3 +8,11 @@ pub mod pg;
 
 pub use bin::cargo_bin;
 pub use pg::{empty_db, shared_cluster, test_db, Cluster, ClusterOptions, TestDb, TEST_ROLES};
+
+/// The Prometheus text served at `url` (empty when it cannot be fetched).
+pub async fn metrics_text(http: &reqwest::Client, url: &str) -> String {
+    match http.get(url).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
