@@ -4,6 +4,7 @@
 //! - [`destination`]: where committed changes go, behind the [`destination::Destination`] contract.
 //! - [`postgres`]: slots, the publication, checks.
 
+pub mod airtable;
 pub mod cli;
 pub mod config;
 pub mod destination;

@@ -10,15 +10,9 @@
 //! - Nothing lost: a rejected batch is bisected down to the rows Airtable refuses, which go to
 //!   sync_dead_letter with the payload and the error; the rest syncs and the stream moves on.
 
-pub mod budget;
-pub mod cells;
-pub mod client;
-pub mod config;
 mod store;
 
-pub use budget::{Budget, Lane};
-pub use client::{AirtableClient, AirtableError};
-pub use config::AirtableConfig;
+pub use crate::airtable::{cells, AirtableClient, AirtableConfig, AirtableError, Budget, Lane};
 pub use store::Store;
 
 use super::{Destination, DestinationError};

@@ -2,7 +2,7 @@
 //! Transient failures (429, 5xx, timeouts, dropped connections) are retried with jittered
 //! exponential backoff, bounded; everything else is returned at once, typed.
 
-use super::{
+use crate::airtable::{
     budget::{Budget, Lane},
     config::AirtableConfig,
 };

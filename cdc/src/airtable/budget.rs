@@ -23,19 +23,24 @@ struct Window {
 }
 
 impl Window {
-    /// How long to wait before one more request fits; None = it fits now.
-    fn wait(&mut self, now: Instant) -> Option<Duration> {
+    /// How long to wait before one more request fits, leaving `reserve` slots of the window
+    /// free; None = it fits now.
+    fn wait(&mut self, now: Instant, reserve: u32) -> Option<Duration> {
         if let Some(until) = self.penalty_until.filter(|u| *u > now) {
             return Some(until - now);
         }
-        let limit = self.limit? as usize;
+        let limit = self.limit.map(|l| l.saturating_sub(reserve).max(1))? as usize;
         while self.sent.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
             self.sent.pop_front();
         }
         if self.sent.len() < limit {
             None
         } else {
-            self.sent.front().map(|oldest| (*oldest + self.window).saturating_duration_since(now))
+            // The request that must age out of the window before one more fits.
+            let blocking = self.sent.len() - limit;
+            self.sent
+                .get(blocking)
+                .map(|t| (*t + self.window).saturating_duration_since(now))
         }
     }
 }
@@ -45,6 +50,9 @@ struct State {
     base: Window,
     token: Window,
     fast_waiting: usize,
+    /// Slots of each base window only the fast lane may use: its own share of the budget,
+    /// so a user event never waits for a window that bulk work filled.
+    fast_reserve: u32,
 }
 
 /// The shared budget of one base and its token.
@@ -62,8 +70,19 @@ impl Budget {
             penalty_until: None,
         };
         Self {
-            state: Mutex::new(State { base: w(per_base), token: w(per_token), fast_waiting: 0 }),
+            state: Mutex::new(State {
+                base: w(per_base),
+                token: w(per_token),
+                fast_waiting: 0,
+                fast_reserve: 0,
+            }),
         }
+    }
+
+    /// Reserves `slots` of each base window for the fast lane (bulk work gets the rest).
+    pub fn with_fast_share(self, slots: u32) -> Self {
+        self.lock().fast_reserve = slots;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -79,7 +98,8 @@ impl Budget {
             let wait = {
                 let mut s = self.lock();
                 let now = Instant::now();
-                let wait = s.base.wait(now).max(s.token.wait(now));
+                let reserve = if lane == Lane::Bulk { s.fast_reserve } else { 0 };
+                let wait = s.base.wait(now, reserve).max(s.token.wait(now, 0));
                 match wait {
                     None if lane == Lane::Bulk && s.fast_waiting > 0 => {
                         Some(Duration::from_millis(2))
@@ -118,6 +138,7 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[tokio::test(start_paused = true)]
     async fn never_more_than_the_limit_in_any_window() {
@@ -134,6 +155,25 @@ mod tests {
             assert!(in_window <= 5, "request {i} at {t:?}: {in_window} in its window");
         }
         assert!(times[5] >= Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_fast_lane_keeps_its_share_while_bulk_work_saturates() {
+        let b = Arc::new(Budget::new(5, 50, Duration::from_secs(1)).with_fast_share(1));
+        let start = tokio::time::Instant::now();
+        for _ in 0..4 {
+            b.acquire(Lane::Bulk).await;
+        }
+        // Bulk has used its 4 of 5: the fifth slot is the fast lane's, at once.
+        let bulk = {
+            let b = b.clone();
+            tokio::spawn(async move { b.acquire(Lane::Bulk).await })
+        };
+        tokio::task::yield_now().await;
+        b.acquire(Lane::Fast).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        bulk.await.expect("bulk");
+        assert!(start.elapsed() >= Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,0 +1,12 @@
+//! Talking to Airtable, shared by both directions: the request budget (one per base and
+//! token, with a fast lane for users), the IO client that classifies every response, its
+//! configuration, and cell conversions.
+
+pub mod budget;
+pub mod cells;
+pub mod client;
+pub mod config;
+
+pub use budget::{Budget, Lane};
+pub use client::{AirtableClient, AirtableError};
+pub use config::AirtableConfig;
