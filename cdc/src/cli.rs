@@ -4,10 +4,11 @@
 use crate::{
     config::{load_mapping, published_tables, CdcConfig},
     destination::{
-        airtable::{AirtableConfig, AirtableDestination, Budget},
+        airtable::{AirtableClient, AirtableConfig, AirtableDestination, Budget},
         LogDestination, NullDestination,
     },
     postgres::{self, check, publication, slot, ConnInfo},
+    inbound::{apply::Applier, Inbound, InboundConfig},
     run::{shutdown_on_signals, Daemon},
     telemetry::LogFormat,
 };
@@ -142,16 +143,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         schema::postgres::connect(&config.postgres).await.with_context(|| {
                             format!("cannot connect to {}", config.postgres.redacted_url())
                         })?;
-                    let budget = Arc::new(Budget::new(
-                        airtable.base_rps,
-                        airtable.token_rps,
-                        airtable.window,
-                    ));
+                    // One budget for both directions; users keep one slot of each window.
+                    let budget = Arc::new(
+                        Budget::new(airtable.base_rps, airtable.token_rps, airtable.window)
+                            .with_fast_share(u32::from(airtable.base_rps >= 3)),
+                    );
+                    let inbound_config = InboundConfig::from_env()?;
+                    let client = Arc::new(AirtableClient::new(airtable.clone(), budget.clone())?);
+                    let applier = Arc::new(Applier::new(mapping.clone(), pool.clone()).await?);
+                    let inbound = Inbound::new(client, applier, inbound_config);
                     let destination = AirtableDestination::new(airtable, mapping, pool, budget)?;
                     destination.validate_against_airtable().await.map_err(|e| {
                         anyhow::anyhow!("the mapping does not fit the Airtable base: {e}")
                     })?;
-                    run_daemon(&config, destination, shutdown).await
+                    let daemon = Daemon::build_with(&config, destination, Some(inbound)).await?;
+                    tracing::info!(ops = %daemon.ops_addr(), "cdc running (outbound and inbound)");
+                    daemon.run_until(shutdown).await?;
+                    Ok(())
                 }
                 DestinationKind::Log => {
                     run_daemon(&config, LogDestination::default(), shutdown).await

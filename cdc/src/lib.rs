@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod destination;
 pub mod dlq;
+pub mod inbound;
 pub mod migrate;
 pub mod ops;
 pub mod postgres;

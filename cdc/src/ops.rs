@@ -1,4 +1,5 @@
-//! The daemon's one HTTP listener (METRICS_ADDR): /metrics, /healthz, /readyz.
+//! The daemon's one HTTP listener (METRICS_ADDR): /metrics, /healthz, /readyz, and
+//! POST /webhooks/airtable when the inbound side runs.
 
 use crate::replication::StreamHealth;
 use axum::{extract::State, http::StatusCode, routing::get, Router};
@@ -18,17 +19,22 @@ pub struct Ops {
     pub slot_problem: Arc<Mutex<Option<String>>>,
 }
 
+/// Serves the ops endpoints, plus `extra` (the inbound webhook receiver) when given.
 pub async fn serve(
     addr: SocketAddr,
     ops: Ops,
+    extra: Option<Router>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/metrics", get(|| async { prometheus().render() }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .with_state(ops);
+    if let Some(extra) = extra {
+        app = app.merge(extra);
+    }
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "ops listener stopped");

@@ -4,6 +4,7 @@
 use crate::{
     config::{load_mapping, published_tables, validate_mapping_catalog, CdcConfig, INBOUND_ORIGIN},
     destination::Destination,
+    inbound::{webhook, Inbound},
     ops::{self, Ops},
     postgres::{self, publication, slot, ConnInfo},
     replication::{Stream, StreamConfig},
@@ -22,12 +23,23 @@ pub struct Daemon<D: Destination> {
     ops_addr: SocketAddr,
     sampler: tokio::task::JoinHandle<()>,
     ops_task: tokio::task::JoinHandle<()>,
+    inbound: Option<Arc<Inbound>>,
 }
 
 impl<D: Destination> Daemon<D> {
     /// Refuses to start on an unmigrated database, creates a missing publication and slot,
     /// refuses a lost slot, binds METRICS_ADDR.
     pub async fn build(config: &CdcConfig, destination: D) -> anyhow::Result<Self> {
+        Self::build_with(config, destination, None).await
+    }
+
+    /// As [`Daemon::build`], with the inbound side (Airtable into Postgres) running beside
+    /// the stream and its webhook receiver on the ops listener.
+    pub async fn build_with(
+        config: &CdcConfig,
+        destination: D,
+        inbound: Option<Arc<Inbound>>,
+    ) -> anyhow::Result<Self> {
         // Before anything is measured: metrics recorded without a recorder are lost.
         let _ = ops::prometheus();
         let pool = schema::postgres::connect(&config.postgres)
@@ -78,12 +90,13 @@ impl<D: Destination> Daemon<D> {
         stream_config.skip_origin = Some(INBOUND_ORIGIN.to_owned());
         let stream = Stream::new(stream_config, destination);
         let ops = Ops { stream: stream.health(), slot_problem: Arc::new(Mutex::new(None)) };
-        let (ops_addr, ops_task) = ops::serve(config.metrics_addr, ops.clone())
+        let receiver = inbound.clone().map(webhook::router);
+        let (ops_addr, ops_task) = ops::serve(config.metrics_addr, ops.clone(), receiver)
             .await
             .with_context(|| format!("cannot listen on METRICS_ADDR {}", config.metrics_addr))?;
         let sampler =
             tokio::spawn(sample_slot(client, config.slot.clone(), config.lag_interval, ops));
-        Ok(Self { stream, ops_addr, sampler, ops_task })
+        Ok(Self { stream, ops_addr, sampler, ops_task, inbound })
     }
 
     /// Where /metrics, /healthz and /readyz are served.
@@ -93,7 +106,13 @@ impl<D: Destination> Daemon<D> {
 
     /// Streams until `shutdown` turns true; returns the destination.
     pub async fn run_until(self, shutdown: watch::Receiver<bool>) -> anyhow::Result<D> {
+        let inbound = self.inbound.map(|i| tokio::spawn(i.run(shutdown.clone())));
         let result = self.stream.run(shutdown).await;
+        if let Some(task) = inbound {
+            // The stream only returns once shutdown was asked for (or it failed for good).
+            task.abort();
+            let _ = task.await;
+        }
         self.sampler.abort();
         self.ops_task.abort();
         Ok(result?)

@@ -56,6 +56,14 @@ impl Table {
         self.columns.iter().filter(move |c| c.owner == owner)
     }
 
+    /// Whether Airtable decides which rows exist: records created there become rows, records
+    /// deleted there are deleted (or soft-deleted, `deleted_at`) here. True exactly for the
+    /// tables whose `deleted_at` Airtable owns; every other table's rows are Postgres's, and
+    /// Airtable only edits the fields it owns in them.
+    pub fn rows_owned_by_airtable(&self) -> bool {
+        self.column("deleted_at").is_some_and(|c| c.owner == Owner::Airtable)
+    }
+
     /// Whether the daemon mirrors this table's rows through the replication stream.
     pub fn is_published(&self) -> bool {
         matches!(self.kind, TableKind::Operational | TableKind::Mixed) || self.name == "sync_outbox"
@@ -427,6 +435,14 @@ mod tests {
             TABLES.iter().flat_map(|t| t.columns.iter().filter(|c| c.secret)).collect();
         assert_eq!(secrets.len(), 3);
         assert!(secrets.iter().all(|c| c.owner == Owner::Postgres));
+    }
+
+    #[test]
+    fn airtable_decides_which_rows_exist_for_reference_data_and_users_only() {
+        for t in TABLES {
+            let expected = t.kind == TableKind::Reference || t.name == "users";
+            assert_eq!(t.rows_owned_by_airtable(), expected, "{}", t.name);
+        }
     }
 
     #[test]

@@ -289,8 +289,6 @@ impl AirtableClient {
         self.list_merge(lane, table, merge_field, None).await
     }
 
-    /// Pages through a listing (only the merge field, optionally filtered), starting over
-    /// when Airtable expires the listing's iterator.
     async fn list_merge(
         &self,
         lane: Lane,
@@ -298,12 +296,33 @@ impl AirtableClient {
         merge_field: &str,
         formula: Option<&str>,
     ) -> Result<Vec<(String, String)>, AirtableError> {
+        let records =
+            self.list_records(lane, table, formula, &[merge_field.to_owned()]).await?;
+        Ok(records
+            .iter()
+            .filter_map(|r| {
+                let id = r["id"].as_str()?;
+                Some((r["fields"][merge_field].as_str().unwrap_or("").to_owned(), id.to_owned()))
+            })
+            .collect())
+    }
+
+    /// Every record matching `formula` (all when None), only `fields`, through POST
+    /// listRecords so long formulas fit; starts over when Airtable expires the listing's
+    /// iterator. Records come back as Airtable sends them (`{id, createdTime, fields}`).
+    pub async fn list_records(
+        &self,
+        lane: Lane,
+        table: &str,
+        formula: Option<&str>,
+        fields: &[String],
+    ) -> Result<Vec<Value>, AirtableError> {
         let path = format!("{}/listRecords", self.table_path(table));
         'restart: loop {
             let mut out = Vec::new();
             let mut offset: Option<String> = None;
             loop {
-                let mut body = json!({ "fields": [merge_field], "pageSize": 100 });
+                let mut body = json!({ "fields": fields, "pageSize": 100 });
                 if let Some(f) = formula {
                     body["filterByFormula"] = json!(f);
                 }
@@ -319,13 +338,8 @@ impl AirtableClient {
                         }
                         other => other?,
                     };
-                for r in resp["records"].as_array().into_iter().flatten() {
-                    if let Some(id) = r["id"].as_str() {
-                        out.push((
-                            r["fields"][merge_field].as_str().unwrap_or("").to_owned(),
-                            id.to_owned(),
-                        ));
-                    }
+                if let Some(records) = resp["records"].as_array() {
+                    out.extend(records.iter().cloned());
                 }
                 match resp["offset"].as_str() {
                     Some(o) => offset = Some(o.to_owned()),
@@ -335,10 +349,83 @@ impl AirtableClient {
         }
     }
 
+    /// Records by id (≤ 50 per request: the formula stays short), only `fields`.
+    pub async fn records_by_id(
+        &self,
+        lane: Lane,
+        table: &str,
+        ids: &[String],
+        fields: &[String],
+    ) -> Result<Vec<Value>, AirtableError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(50) {
+            let terms: Vec<String> =
+                chunk.iter().map(|id| format!("RECORD_ID()={}", formula_string(id))).collect();
+            let formula = format!("OR({})", terms.join(","));
+            out.extend(self.list_records(lane, table, Some(&formula), fields).await?);
+        }
+        Ok(out)
+    }
+
+    /// PATCH ≤ 10 records by id (fields not sent keep their values).
+    pub async fn update(
+        &self,
+        lane: Lane,
+        table: &str,
+        records: &[(String, Map<String, Value>)],
+    ) -> Result<(), AirtableError> {
+        let body = json!({
+            "records": records.iter().map(|(id, f)| json!({ "id": id, "fields": f })).collect::<Vec<_>>(),
+            "typecast": false,
+        });
+        self.send(lane, "update", Method::PATCH, &self.table_path(table), &[], Some(&body))
+            .await
+            .map(|_| ())
+    }
+
+    fn webhooks_path(&self) -> String {
+        format!("bases/{}/webhooks", self.config.base_id)
+    }
+
+    /// The base's webhooks (`{webhooks: [...]}`).
+    pub async fn webhooks(&self, lane: Lane) -> Result<Value, AirtableError> {
+        self.send(lane, "webhooks", Method::GET, &self.webhooks_path(), &[], None).await
+    }
+
+    /// Creates a webhook: `{id, macSecretBase64, expirationTime}`.
+    pub async fn create_webhook(&self, lane: Lane, body: &Value) -> Result<Value, AirtableError> {
+        self.send(lane, "webhooks", Method::POST, &self.webhooks_path(), &[], Some(body)).await
+    }
+
+    pub async fn delete_webhook(&self, lane: Lane, id: &str) -> Result<(), AirtableError> {
+        let path = format!("{}/{id}", self.webhooks_path());
+        self.send(lane, "webhooks", Method::DELETE, &path, &[], None).await.map(|_| ())
+    }
+
+    /// Extends the webhook's life by 7 days: `{expirationTime}`.
+    pub async fn refresh_webhook(&self, lane: Lane, id: &str) -> Result<Value, AirtableError> {
+        let path = format!("{}/{id}/refresh", self.webhooks_path());
+        self.send(lane, "webhooks", Method::POST, &path, &[], None).await
+    }
+
+    pub async fn enable_notifications(&self, lane: Lane, id: &str) -> Result<(), AirtableError> {
+        let path = format!("{}/{id}/enableNotifications", self.webhooks_path());
+        self.send(lane, "webhooks", Method::POST, &path, &[], Some(&json!({ "enable": true })))
+            .await
+            .map(|_| ())
+    }
+
+    /// One page of payloads from `cursor`: `{cursor, mightHaveMore, payloads}`.
+    pub async fn payloads(&self, lane: Lane, id: &str, cursor: u64) -> Result<Value, AirtableError> {
+        let path = format!("{}/{id}/payloads", self.webhooks_path());
+        let query = [("cursor".to_owned(), cursor.to_string()), ("limit".to_owned(), "50".to_owned())];
+        self.send(lane, "payloads", Method::GET, &path, &query, None).await
+    }
+
     /// The base's tables (Meta API).
-    pub async fn tables(&self) -> Result<Value, AirtableError> {
+    pub async fn tables(&self, lane: Lane) -> Result<Value, AirtableError> {
         self.send(
-            Lane::Bulk,
+            lane,
             "meta",
             Method::GET,
             &format!("meta/bases/{}/tables", self.config.base_id),

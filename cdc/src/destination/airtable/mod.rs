@@ -151,7 +151,7 @@ impl AirtableDestination {
     /// table, the merge field and every outbound field with its type. Each problem names the
     /// table and field.
     pub async fn validate_against_airtable(&self) -> Result<(), String> {
-        let meta = match self.client.tables().await {
+        let meta = match self.client.tables(Lane::Bulk).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the Airtable schema; skipping its validation");

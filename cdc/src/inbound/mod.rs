@@ -1,0 +1,253 @@
+//! Inbound: Airtable into Postgres, for every table and field Airtable owns.
+//!
+//! - [`webhook`]: one webhook per base, MAC-verified pings on METRICS_ADDR, payloads read
+//!   from the stored cursor; the cursor commits with the changes it covers.
+//! - [`poll`]: the safety poll (records modified since the checkpoint, with an overlap) and
+//!   the full reconcile that catches deletions nothing reported.
+//! - [`read_through`]: a login for an unknown email asks (NOTIFY); the users lane answers.
+//! - [`apply`]: the one place changes reach Postgres, under the inbound replication origin.
+//!
+//! Users have a fast lane: their requests use the budget's reserved share, their task never
+//! waits behind bulk work (polls, reconciles), and their payload changes are read first.
+
+pub mod apply;
+pub mod payload;
+pub mod poll;
+pub mod read_through;
+pub mod values;
+pub mod webhook;
+
+use crate::airtable::{AirtableClient, Lane};
+use apply::{Applied, Applier, Upsert};
+use payload::BaseSchema;
+use schema::{mapping::MappedTable, postgres::ConfigError};
+use serde_json::{json, Map, Value};
+use std::{sync::Arc, time::Duration};
+use tokio::sync::{watch, Notify, RwLock};
+
+/// Inbound timing, from the environment.
+#[derive(Debug, Clone)]
+pub struct InboundConfig {
+    /// WEBHOOK_PUBLIC_URL: where Airtable pings; unset = no pings, payloads are polled.
+    pub webhook_public_url: Option<String>,
+    /// SYNC_WEBHOOKS=off: no webhook at all, polling only.
+    pub webhooks: bool,
+    /// SYNC_WEBHOOK_POLL_MS: how often payloads are read without a ping (default 5 s
+    /// without a public URL, 60 s with one: pings can be lost).
+    pub webhook_poll: Duration,
+    /// SYNC_POLL_USERS_MS (60 s) and SYNC_POLL_MS (120 s, the other tables).
+    pub users_poll: Duration,
+    pub poll: Duration,
+    /// SYNC_POLL_OVERLAP_MS: how far before the checkpoint a poll looks (clock skew).
+    pub overlap: Duration,
+    /// SYNC_INBOUND_RECONCILE_MS: full reconcile (deletions nothing reported); 0 = never.
+    pub reconcile: Option<Duration>,
+    /// How long an email Airtable does not have is not asked for again.
+    pub negative_cache: Duration,
+}
+
+impl InboundConfig {
+    pub fn new(webhook_public_url: Option<String>) -> Self {
+        let webhook_poll =
+            Duration::from_secs(if webhook_public_url.is_some() { 60 } else { 5 });
+        Self {
+            webhook_public_url,
+            webhooks: true,
+            webhook_poll,
+            users_poll: Duration::from_secs(60),
+            poll: Duration::from_secs(120),
+            overlap: Duration::from_secs(120),
+            reconcile: Some(Duration::from_secs(3600)),
+            negative_cache: Duration::from_secs(30),
+        }
+    }
+
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
+        let ms = |n: &'static str, d: Duration| -> Result<Duration, ConfigError> {
+            match var(n) {
+                None => Ok(d),
+                Some(v) => v.parse().map(Duration::from_millis).map_err(|_| ConfigError::Invalid {
+                    var: n,
+                    reason: format!("expected milliseconds, got {v:?}"),
+                }),
+            }
+        };
+        let url = var("WEBHOOK_PUBLIC_URL");
+        if let Some(u) = &url {
+            if !(u.starts_with("https://") || u.starts_with("http://")) {
+                return Err(ConfigError::Invalid {
+                    var: "WEBHOOK_PUBLIC_URL",
+                    reason: format!("{u:?} is not an http(s) URL"),
+                });
+            }
+        }
+        let mut c = Self::new(url);
+        c.webhooks = !matches!(var("SYNC_WEBHOOKS").as_deref(), Some("off" | "false" | "0"));
+        c.webhook_poll = ms("SYNC_WEBHOOK_POLL_MS", c.webhook_poll)?;
+        c.users_poll = ms("SYNC_POLL_USERS_MS", c.users_poll)?;
+        c.poll = ms("SYNC_POLL_MS", c.poll)?;
+        c.overlap = ms("SYNC_POLL_OVERLAP_MS", c.overlap)?;
+        c.reconcile = Some(ms("SYNC_INBOUND_RECONCILE_MS", Duration::from_secs(3600))?)
+            .filter(|d| !d.is_zero());
+        Ok(c)
+    }
+}
+
+/// The inbound side of the daemon.
+pub struct Inbound {
+    client: Arc<AirtableClient>,
+    applier: Arc<Applier>,
+    config: InboundConfig,
+    schema: RwLock<BaseSchema>,
+    hook: RwLock<Option<webhook::Hook>>,
+    /// A verified ping arrived: read payloads now.
+    pinged: Notify,
+    /// The hook was (re)created, so payloads may be lost: reconcile everything.
+    reconcile_due: Notify,
+}
+
+impl Inbound {
+    pub fn new(client: Arc<AirtableClient>, applier: Arc<Applier>, config: InboundConfig) -> Arc<Self> {
+        Arc::new(Self {
+            client,
+            applier,
+            config,
+            schema: RwLock::new(BaseSchema::default()),
+            hook: RwLock::new(None),
+            pinged: Notify::new(),
+            reconcile_due: Notify::new(),
+        })
+    }
+
+    pub fn config(&self) -> &InboundConfig {
+        &self.config
+    }
+
+    fn users(&self) -> Option<usize> {
+        self.applier.mapping().tables.iter().position(|t| t.table.name == "users")
+    }
+
+    fn lane(&self, table: usize) -> Lane {
+        if Some(table) == self.users() {
+            Lane::Fast
+        } else {
+            Lane::Bulk
+        }
+    }
+
+    /// Indices of the mapped tables Airtable owns anything of, parents first.
+    fn inbound_tables(&self) -> Vec<usize> {
+        let m = self.applier.mapping();
+        (0..m.tables.len()).filter(|i| m.tables[*i].inbound().next().is_some()).collect()
+    }
+
+    /// The fields to read of a table's records: the Airtable-owned ones and the merge field.
+    fn read_fields(&self, t: &MappedTable) -> Vec<String> {
+        let mut f: Vec<String> = t.inbound().map(|c| c.field.field.clone()).collect();
+        f.push(self.applier.mapping().merge_field.clone());
+        f
+    }
+
+    async fn refresh_schema(&self) -> Result<(), crate::airtable::AirtableError> {
+        let meta = self.client.tables(Lane::Fast).await?;
+        *self.schema.write().await = BaseSchema::from_meta(&meta, self.applier.mapping());
+        Ok(())
+    }
+
+    /// Records as the records API returns them, into complete upserts.
+    fn upserts(&self, table: usize, records: &[Value]) -> Vec<Upsert> {
+        records
+            .iter()
+            .filter_map(|r| {
+                Some(Upsert {
+                    table,
+                    record_id: r["id"].as_str()?.to_owned(),
+                    fields: r["fields"].as_object().cloned().unwrap_or_default(),
+                    complete: true,
+                    changed_at: None,
+                })
+            })
+            .collect()
+    }
+
+    /// Adds the parents that `upserts` link to and Postgres lacks, fetched from Airtable,
+    /// so no link is dropped (a link to a record Airtable no longer has is parked at apply).
+    async fn with_parents(&self, mut upserts: Vec<Upsert>) -> anyhow::Result<Vec<Upsert>> {
+        for _ in 0..3 {
+            let missing = self.applier.missing_links(&upserts).await?;
+            if missing.is_empty() {
+                break;
+            }
+            for (ti, ids) in missing {
+                let t = &self.applier.mapping().tables[ti];
+                if t.inbound().next().is_none() {
+                    continue;
+                }
+                let records = self
+                    .client
+                    .records_by_id(self.lane(ti), &t.airtable, &ids, &self.read_fields(t))
+                    .await?;
+                let mut parents = self.upserts(ti, &records);
+                parents.append(&mut upserts);
+                upserts = parents;
+            }
+        }
+        Ok(upserts)
+    }
+
+    /// Writes the pg ids of rows created from Airtable records into those records, so the
+    /// outbound side's upserts (merged on the pg id) land on them instead of duplicating.
+    async fn stamp(&self, applied: &Applied) {
+        let m = self.applier.mapping();
+        let mut by_table: std::collections::BTreeMap<usize, Vec<(String, Map<String, Value>)>> =
+            Default::default();
+        for (ti, rec, id) in &applied.to_stamp {
+            let mut f = Map::new();
+            f.insert(m.merge_field.clone(), json!(id.to_string()));
+            by_table.entry(*ti).or_default().push((rec.clone(), f));
+        }
+        for (ti, records) in by_table {
+            for chunk in records.chunks(10) {
+                if let Err(e) = self.client.update(self.lane(ti), &m.tables[ti].airtable, chunk).await {
+                    // The next full reconcile writes it again.
+                    metrics::counter!("inbound_stamp_failures_total").increment(1);
+                    tracing::warn!(table = m.tables[ti].table.name, error = %e, "cannot write pg ids into Airtable records");
+                }
+            }
+        }
+    }
+
+    /// Runs every inbound task until `shutdown` turns true.
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        if let Err(e) = self.refresh_schema().await {
+            tracing::warn!(error = %e, "cannot read the Airtable schema yet; webhooks wait for it");
+        }
+        let (lookups_tx, lookups_rx) = tokio::sync::mpsc::channel(256);
+        let tasks = vec![
+            tokio::spawn(self.clone().webhook_task(shutdown.clone())),
+            tokio::spawn(self.clone().users_task(lookups_rx, shutdown.clone())),
+            tokio::spawn(self.clone().bulk_task(shutdown.clone())),
+            tokio::spawn(read_through::listen(self.applier.pool().clone(), lookups_tx, shutdown.clone())),
+        ];
+        let mut s = shutdown;
+        let _ = s.wait_for(|stop| *stop).await;
+        for t in tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+/// Resolves when shutdown is asked for (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+/// Waits `d`, or returns false when shutdown comes first.
+async fn pause(shutdown: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = stopped(shutdown) => false,
+    }
+}
