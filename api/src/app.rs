@@ -1,8 +1,9 @@
 //! Building and running the server: `Application::build`, then `port()`, then
 //! `run_until_stopped()`.
 
-use crate::{middleware, routes, AppState, Config};
+use crate::{auth::read_through::ReadThrough, middleware, routes, AppState, Config};
 use schema::postgres::{self, migrate::MigrationError, DbError};
+use std::sync::Arc;
 use tokio::net::TcpListener;
 
 /// Why the API refuses to start; each message names the fix.
@@ -33,7 +34,9 @@ impl Application {
         let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|source| StartError::Bind { addr: config.addr, source })?;
-        let state = AppState { pool, auth: config.auth.clone() };
+        let read_through = (!config.read_through_wait.is_zero())
+            .then(|| Arc::new(ReadThrough::start(pool.clone(), config.read_through_wait)));
+        let state = AppState { pool, auth: config.auth.clone(), read_through };
         let router = middleware::wrap(routes::router(state), &config);
         Ok(Self { listener, router })
     }

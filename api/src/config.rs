@@ -15,6 +15,9 @@ pub struct Config {
     pub request_timeout: Duration,
     /// MAX_BODY_BYTES
     pub max_body_bytes: usize,
+    /// READ_THROUGH_WAIT_MS: how long a login for an email Postgres lacks waits for the
+    /// daemon to fetch it from Airtable; 0 turns read-through off.
+    pub read_through_wait: Duration,
 }
 
 #[derive(Clone)]
@@ -80,6 +83,7 @@ impl Config {
             cors_origins: Vec::new(),
             request_timeout: Duration::from_secs(10),
             max_body_bytes: 64 * 1024,
+            read_through_wait: Duration::from_secs(5),
         }
     }
 
@@ -102,6 +106,7 @@ impl Config {
             .unwrap_or_default();
         c.request_timeout = Duration::from_millis(number("REQUEST_TIMEOUT_MS", 10_000)?);
         c.max_body_bytes = number("MAX_BODY_BYTES", 64 * 1024)? as usize;
+        c.read_through_wait = Duration::from_millis(number("READ_THROUGH_WAIT_MS", 5_000)?);
         Ok(c)
     }
 }

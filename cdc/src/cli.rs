@@ -7,8 +7,8 @@ use crate::{
         airtable::{AirtableClient, AirtableConfig, AirtableDestination, Budget},
         LogDestination, NullDestination,
     },
-    postgres::{self, check, publication, slot, ConnInfo},
     inbound::{apply::Applier, Inbound, InboundConfig},
+    postgres::{self, check, publication, slot, ConnInfo},
     run::{shutdown_on_signals, Daemon},
     telemetry::LogFormat,
 };

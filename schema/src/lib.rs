@@ -3,9 +3,11 @@
 //! - [`registry`]: every table, who owns each of its fields (Postgres or Airtable), and the
 //!   ordering the sync needs.
 //! - [`mapping`]: the Postgres -> Airtable mapping (`schema/mapping.toml`).
+//! - [`channels`]: NOTIFY channels shared by the API and the daemon.
 //! - [`postgres`]: the Postgres runtime both processes use: pool from the environment
 //!   contract, retrying transactions, stable error kinds, migrations and readiness.
 
+pub mod channels;
 pub mod mapping;
 pub mod metrics;
 pub mod postgres;

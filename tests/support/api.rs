@@ -14,13 +14,19 @@ pub fn auth_config() -> AuthConfig {
     AuthConfig::new(SECRET).expect("secret")
 }
 
-/// Starts the API on `url`; returns its base URL.
+/// Starts the API on `url` (read-through off: no daemon answers); returns its base URL.
 pub async fn serve(url: &str) -> String {
-    let config = Config::new(
+    serve_with(url, |c| c.read_through_wait = std::time::Duration::ZERO).await
+}
+
+/// Starts the API on `url` with its config edited by `tweak`; returns its base URL.
+pub async fn serve_with(url: &str, tweak: impl FnOnce(&mut Config)) -> String {
+    let mut config = Config::new(
         "127.0.0.1:0".parse().expect("addr"),
         PgConfig::new(url, "api-test"),
         auth_config(),
     );
+    tweak(&mut config);
     let app = Application::build(config).await.expect("api starts");
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());

@@ -4,6 +4,7 @@ pub mod airtable;
 pub mod api;
 pub mod bin;
 pub mod cdc;
+pub mod inbound;
 pub mod pg;
 
 pub use bin::cargo_bin;

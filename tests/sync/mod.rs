@@ -1,3 +1,4 @@
 //! The daemon's outbound side end to end: Postgres -> stream -> Airtable (the emulator).
 
+mod inbound;
 mod outbound;

@@ -10,20 +10,20 @@ use testkit::{
     test_db, TestDb,
 };
 
-const DEMO: &str = include_str!("../stack/demo.sql");
+pub(super) const DEMO: &str = include_str!("../stack/demo.sql");
 const USER: &str = "00000000-0000-4000-8000-000000000701";
 const PROGRAM: &str = "00000000-0000-4000-8000-000000000801";
 const METHOD: &str = "00000000-0000-4000-8000-000000000401";
 const HABIT: &str = "00000000-0000-4000-8000-000000000403";
 
-async fn exec(pool: &sqlx::PgPool, sql: &str) {
+pub(super) async fn exec(pool: &sqlx::PgPool, sql: &str) {
     if let Err(e) = sqlx::raw_sql(sql).execute(pool).await {
         panic!("{sql}: {e}");
     }
 }
 
 /// Demo data in Postgres, reference data mirrored in Airtable, a slot and publication.
-async fn setup(db: &TestDb, e: &airtable_emulator::Emulator) -> (String, String) {
+pub(super) async fn setup(db: &TestDb, e: &airtable_emulator::Emulator) -> (String, String) {
     exec(&db.pool, DEMO).await;
     mirror_reference_data(e, BASE, &db.pool, &mapping()).await;
     let slot = slot_name();
@@ -52,7 +52,7 @@ async fn synced(db: &TestDb) -> (airtable_emulator::Emulator, String, testkit::a
     (e, slot, sync)
 }
 
-async fn converge(e: &airtable_emulator::Emulator, db: &TestDb, limit: Duration) {
+pub(super) async fn converge(e: &airtable_emulator::Emulator, db: &TestDb, limit: Duration) {
     let m = mapping();
     let mut last = String::new();
     let deadline = std::time::Instant::now() + limit;

@@ -3,6 +3,7 @@
 
 pub mod jwt;
 pub mod password;
+pub mod read_through;
 pub mod tokens;
 
 use crate::{error::ApiError, AppState};

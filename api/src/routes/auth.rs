@@ -1,5 +1,6 @@
 //! Sign-in, token refresh with rotation, the caller's profile, passwords.
 
+use crate::auth::read_through::Outcome;
 use crate::{
     auth::{jwt, password, tokens, AuthUser},
     data::auth::{self as db, Me},
@@ -76,9 +77,14 @@ pub async fn login(
 ) -> Result<Json<Session>, ApiError> {
     too_long("email", &req.email, 320)?;
     too_long("password", &req.password, 1024)?;
-    let user = db::user_by_email(&state.pool, req.email.trim()).await?;
-    // A user missing here may exist in Airtable: the inbound sync's read-through hook
-    // (issue 7) fetches it; until then this is a failed sign-in like any other.
+    let mut user = db::user_by_email(&state.pool, req.email.trim()).await?;
+    // A user missing here may exist in Airtable already: ask the daemon, wait a bounded
+    // time, then go on with what Postgres has.
+    if let (None, Some(rt)) = (&user, &state.read_through) {
+        if req.email.contains('@') && rt.ask(&state.pool, &req.email).await != Outcome::Missing {
+            user = db::user_by_email(&state.pool, req.email.trim()).await?;
+        }
+    }
     let (hash, usable) = match &user {
         Some(u) => (u.password_hash.clone(), u.active),
         None => (None, false),

@@ -38,9 +38,7 @@ impl Window {
         } else {
             // The request that must age out of the window before one more fits.
             let blocking = self.sent.len() - limit;
-            self.sent
-                .get(blocking)
-                .map(|t| (*t + self.window).saturating_duration_since(now))
+            self.sent.get(blocking).map(|t| (*t + self.window).saturating_duration_since(now))
         }
     }
 }

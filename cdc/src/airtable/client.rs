@@ -296,8 +296,7 @@ impl AirtableClient {
         merge_field: &str,
         formula: Option<&str>,
     ) -> Result<Vec<(String, String)>, AirtableError> {
-        let records =
-            self.list_records(lane, table, formula, &[merge_field.to_owned()]).await?;
+        let records = self.list_records(lane, table, formula, &[merge_field.to_owned()]).await?;
         Ok(records
             .iter()
             .filter_map(|r| {
@@ -416,9 +415,15 @@ impl AirtableClient {
     }
 
     /// One page of payloads from `cursor`: `{cursor, mightHaveMore, payloads}`.
-    pub async fn payloads(&self, lane: Lane, id: &str, cursor: u64) -> Result<Value, AirtableError> {
+    pub async fn payloads(
+        &self,
+        lane: Lane,
+        id: &str,
+        cursor: u64,
+    ) -> Result<Value, AirtableError> {
         let path = format!("{}/{id}/payloads", self.webhooks_path());
-        let query = [("cursor".to_owned(), cursor.to_string()), ("limit".to_owned(), "50".to_owned())];
+        let query =
+            [("cursor".to_owned(), cursor.to_string()), ("limit".to_owned(), "50".to_owned())];
         self.send(lane, "payloads", Method::GET, &path, &query, None).await
     }
 

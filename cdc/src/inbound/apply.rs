@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 /// The channel a users upsert notifies (payload: the lower-cased email), for logins
 /// waiting on a read-through.
-pub const USER_SYNCED_CHANNEL: &str = "coach_user_synced";
+use schema::channels::USER_SYNCED as USER_SYNCED_CHANNEL;
 
 /// A record's state in Airtable.
 #[derive(Debug, Clone)]
@@ -105,6 +105,9 @@ struct Catalog {
     arrays: HashSet<(String, String)>,
     /// target table -> (referring table, column, is array), from the mapping's links.
     referrers: HashMap<String, Vec<(String, String, bool)>>,
+    /// NOT NULL columns with a default -> the default expression: an empty Airtable cell
+    /// means the default there (the migrations' own SQL, read from the catalog).
+    defaults: HashMap<(String, String), String>,
 }
 
 pub struct Applier {
@@ -116,13 +119,17 @@ pub struct Applier {
 
 impl Applier {
     pub async fn new(mapping: Arc<Mapping>, pool: PgPool) -> sqlx::Result<Self> {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT table_name::text, column_name::text, data_type::text FROM information_schema.columns WHERE table_schema = current_schema()",
+        let rows: Vec<(String, String, String, bool, Option<String>)> = sqlx::query_as(
+            "SELECT table_name::text, column_name::text, data_type::text, is_nullable = 'NO', column_default::text
+               FROM information_schema.columns WHERE table_schema = current_schema()",
         )
         .fetch_all(&pool)
         .await?;
         let mut catalog = Catalog::default();
-        for (t, c, ty) in rows {
+        for (t, c, ty, not_null, default) in rows {
+            if let (true, Some(d)) = (not_null, default) {
+                catalog.defaults.insert((t.clone(), c.clone()), d);
+            }
             match ty.as_str() {
                 "integer" | "bigint" | "smallint" => {
                     catalog.integer.insert((t, c));
@@ -136,7 +143,8 @@ impl Applier {
         for t in &mapping.tables {
             for c in &t.columns {
                 if let Some(target) = &c.field.link {
-                    let array = catalog.arrays.contains(&(t.table.name.to_owned(), c.column.clone()));
+                    let array =
+                        catalog.arrays.contains(&(t.table.name.to_owned(), c.column.clone()));
                     catalog.referrers.entry(target.clone()).or_default().push((
                         t.table.name.to_owned(),
                         c.column.clone(),
@@ -162,13 +170,21 @@ impl Applier {
             return Ok(());
         }
         let mut conn = pool.acquire().await?.detach();
-        sqlx::query("SELECT pg_replication_origin_create($1) WHERE pg_replication_origin_oid($1) IS NULL")
-            .bind(INBOUND_ORIGIN)
-            .execute(&mut conn)
-            .await
-            .map_err(ApplyError::Origin)?;
+        // Origins are cluster-wide and each is active in one session at a time: one per
+        // database, so daemons of two databases on one cluster do not collide. The stream
+        // skips `coach_inbound` and `coach_inbound_*` alike.
+        let database: String =
+            sqlx::query_scalar("SELECT current_database()::text").fetch_one(&mut conn).await?;
+        let origin = format!("{INBOUND_ORIGIN}_{database}");
+        sqlx::query(
+            "SELECT pg_replication_origin_create($1) WHERE pg_replication_origin_oid($1) IS NULL",
+        )
+        .bind(&origin)
+        .execute(&mut conn)
+        .await
+        .map_err(ApplyError::Origin)?;
         sqlx::query("SELECT pg_replication_origin_session_setup($1)")
-            .bind(INBOUND_ORIGIN)
+            .bind(&origin)
             .execute(&mut conn)
             .await
             .map_err(ApplyError::Origin)?;
@@ -178,7 +194,10 @@ impl Applier {
 
     /// Pg ids of linked records (target table, record id) that Airtable links to but
     /// Postgres does not know yet, grouped by target table index.
-    pub async fn missing_links(&self, upserts: &[Upsert]) -> sqlx::Result<HashMap<usize, Vec<String>>> {
+    pub async fn missing_links(
+        &self,
+        upserts: &[Upsert],
+    ) -> sqlx::Result<HashMap<usize, Vec<String>>> {
         let in_batch: HashSet<(usize, &str)> =
             upserts.iter().map(|u| (u.table, u.record_id.as_str())).collect();
         let wanted = self.links_of(upserts);
@@ -251,7 +270,11 @@ impl Applier {
         result
     }
 
-    async fn apply_on(&self, conn: &mut PgConnection, mut batch: Batch) -> Result<Applied, ApplyError> {
+    async fn apply_on(
+        &self,
+        conn: &mut PgConnection,
+        mut batch: Batch,
+    ) -> Result<Applied, ApplyError> {
         let mut applied = Applied::default();
         let mut tx = conn.begin().await?;
         if !batch.events.is_empty() {
@@ -329,7 +352,8 @@ impl Applier {
         .await?
         .into_iter()
         .collect();
-        let integer = |tb: &str, c: &str| self.catalog.integer.contains(&(tb.to_owned(), c.to_owned()));
+        let integer =
+            |tb: &str, c: &str| self.catalog.integer.contains(&(tb.to_owned(), c.to_owned()));
         let shape = |tb: &str, c: &str| {
             if self.catalog.arrays.contains(&(tb.to_owned(), c.to_owned())) {
                 LinkShape::Many
@@ -357,7 +381,9 @@ impl Applier {
                 .and_then(Value::as_str)
                 .and_then(|s| s.parse::<Uuid>().ok());
             let mut sp = tx.begin().await?;
-            let outcome = self.upsert_one(&mut sp, t, u, known.get(&u.record_id).copied(), merge, &values).await;
+            let outcome = self
+                .upsert_one(&mut sp, t, u, known.get(&u.record_id).copied(), merge, &values)
+                .await;
             match outcome {
                 Ok(o) => {
                     sp.commit().await?;
@@ -369,11 +395,13 @@ impl Applier {
                                 applied.to_stamp.push((u.table, u.record_id.clone(), id));
                             }
                             if t.table.name == "users" {
-                                sqlx::query("SELECT pg_notify($1, lower(email)) FROM users WHERE id = $2")
-                                    .bind(USER_SYNCED_CHANNEL)
-                                    .bind(id)
-                                    .execute(&mut **tx)
-                                    .await?;
+                                sqlx::query(
+                                    "SELECT pg_notify($1, lower(email)) FROM users WHERE id = $2",
+                                )
+                                .bind(USER_SYNCED_CHANNEL)
+                                .bind(id)
+                                .execute(&mut **tx)
+                                .await?;
                             }
                         }
                         Written::Unchanged => applied.unchanged += 1,
@@ -393,7 +421,10 @@ impl Applier {
                         _ => "INVALID_VALUE",
                     };
                     // The constraint or column, never the SQL.
-                    let detail = db.constraint().map(str::to_owned).unwrap_or_else(|| db.message().to_owned());
+                    let detail = db
+                        .constraint()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| db.message().to_owned());
                     parked.push(parked_record(
                         t,
                         u,
@@ -420,10 +451,12 @@ impl Applier {
             Some(id) => Some(id),
             None => match merge {
                 Some(m) => {
-                    let exists: bool = sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM {name} WHERE id = $1)"))
-                        .bind(m)
-                        .fetch_one(&mut **tx)
-                        .await?;
+                    let exists: bool = sqlx::query_scalar(&format!(
+                        "SELECT EXISTS (SELECT 1 FROM {name} WHERE id = $1)"
+                    ))
+                    .bind(m)
+                    .fetch_one(&mut **tx)
+                    .await?;
                     exists.then_some(m)
                 }
                 None => None,
@@ -437,25 +470,46 @@ impl Applier {
                 return Ok(Written::Unchanged);
             }
             let cols: Vec<String> = values.keys().map(|c| quote_ident(c)).collect();
-            let set: Vec<String> = cols.iter().map(|c| format!("{c} = r.{c}")).collect();
+            let new: Vec<String> = values
+                .keys()
+                .zip(&cols)
+                .map(|(c, q)| {
+                    match self.catalog.defaults.get(&(t.table.name.to_owned(), c.clone())) {
+                        Some(d) => format!("COALESCE(r.{q}, {d})"),
+                        None => format!("r.{q}"),
+                    }
+                })
+                .collect();
+            let set: Vec<String> =
+                cols.iter().zip(&new).map(|(c, n)| format!("{c} = {n}")).collect();
             let old: Vec<String> = cols.iter().map(|c| format!("t.{c}")).collect();
-            let new: Vec<String> = cols.iter().map(|c| format!("r.{c}")).collect();
             let sql = format!(
                 "UPDATE {name} t SET {} FROM jsonb_populate_record(NULL::{name}, $2) r WHERE t.id = $1 AND ROW({}) IS DISTINCT FROM ROW({})",
                 set.join(", "),
                 old.join(", "),
                 new.join(", ")
             );
-            let n = sqlx::query(&sql).bind(id).bind(Value::Object(values.clone())).execute(&mut **tx).await?;
-            return Ok(if n.rows_affected() > 0 { Written::Changed(id, false) } else { Written::Unchanged });
+            let n = sqlx::query(&sql)
+                .bind(id)
+                .bind(Value::Object(values.clone()))
+                .execute(&mut **tx)
+                .await?;
+            return Ok(if n.rows_affected() > 0 {
+                Written::Changed(id, false)
+            } else {
+                Written::Unchanged
+            });
         }
         if !t.table.rows_owned_by_airtable() {
             // Postgres decides which of these rows exist; Airtable only edits its fields.
             return Ok(Written::Ignored);
         }
         let id = merge.unwrap_or_else(Uuid::new_v4);
-        let present: Map<String, Value> =
-            values.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let present: Map<String, Value> = values
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let cols: Vec<String> = present.keys().map(|c| quote_ident(c)).collect();
         let sql = format!(
             "INSERT INTO {name} (id{}) SELECT $1{} FROM jsonb_populate_record(NULL::{name}, $2) r",
@@ -477,7 +531,8 @@ impl Applier {
         let t = &self.mapping.tables[table];
         if !t.table.rows_owned_by_airtable() {
             applied.ignored += 1;
-            metrics::counter!("inbound_changes_ignored_total", "table" => t.table.name).increment(1);
+            metrics::counter!("inbound_changes_ignored_total", "table" => t.table.name)
+                .increment(1);
             return Ok(());
         }
         let id: Option<Uuid> = sqlx::query_scalar(
@@ -513,7 +568,11 @@ impl Applier {
         let mut hard = !referenced;
         if hard {
             let mut sp = tx.begin().await?;
-            match sqlx::query(&format!("DELETE FROM {name} WHERE id = $1")).bind(id).execute(&mut *sp).await {
+            match sqlx::query(&format!("DELETE FROM {name} WHERE id = $1"))
+                .bind(id)
+                .execute(&mut *sp)
+                .await
+            {
                 Ok(_) => {
                     sqlx::query("DELETE FROM airtable_id_map WHERE table_name = $1 AND pg_id = $2")
                         .bind(t.table.name)
@@ -534,10 +593,12 @@ impl Applier {
             applied.deleted += 1;
             metrics::counter!("inbound_changes_applied_total", "table" => t.table.name, "op" => "delete").increment(1);
         } else {
-            sqlx::query(&format!("UPDATE {name} SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL"))
-                .bind(id)
-                .execute(&mut **tx)
-                .await?;
+            sqlx::query(&format!(
+                "UPDATE {name} SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL"
+            ))
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
             applied.soft_deleted += 1;
             metrics::counter!("inbound_changes_applied_total", "table" => t.table.name, "op" => "soft_delete").increment(1);
         }
@@ -546,7 +607,11 @@ impl Applier {
 
     /// Rows of an Airtable-owned table that Airtable no longer has (the full reconcile's
     /// deletion pass): every mapped record id not in `present`.
-    pub async fn vanished(&self, table: usize, present: &HashSet<String>) -> sqlx::Result<Vec<String>> {
+    pub async fn vanished(
+        &self,
+        table: usize,
+        present: &HashSet<String>,
+    ) -> sqlx::Result<Vec<String>> {
         let t = &self.mapping.tables[table];
         let mapped: Vec<String> = sqlx::query_scalar(
             "SELECT m.airtable_record_id FROM airtable_id_map m WHERE m.table_name = $1",
@@ -569,11 +634,13 @@ impl Applier {
     /// cursor moved on, and Airtable keeps payloads 7 days).
     pub async fn purge_events(&self, days: i32) -> sqlx::Result<u64> {
         let started = Instant::now();
-        let n = sqlx::query("DELETE FROM sync_inbox_events WHERE applied_at < now() - make_interval(days => $1)")
-            .bind(days)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let n = sqlx::query(
+            "DELETE FROM sync_inbox_events WHERE applied_at < now() - make_interval(days => $1)",
+        )
+        .bind(days)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         tracing::debug!(purged = n, elapsed = ?started.elapsed(), "purged old inbox events");
         Ok(n)
     }
@@ -597,7 +664,12 @@ fn parked_record(t: &MappedTable, u: &Upsert, e: ValueError) -> Parked {
     }
 }
 
-async fn map_record<'e, E: sqlx::PgExecutor<'e>>(db: E, table: &str, id: Uuid, record: &str) -> sqlx::Result<()> {
+async fn map_record<'e, E: sqlx::PgExecutor<'e>>(
+    db: E,
+    table: &str,
+    id: Uuid,
+    record: &str,
+) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO airtable_id_map (table_name, pg_id, airtable_record_id) VALUES ($1, $2, $3)
          ON CONFLICT (table_name, pg_id) DO UPDATE SET airtable_record_id = EXCLUDED.airtable_record_id",

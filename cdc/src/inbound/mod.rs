@@ -48,8 +48,7 @@ pub struct InboundConfig {
 
 impl InboundConfig {
     pub fn new(webhook_public_url: Option<String>) -> Self {
-        let webhook_poll =
-            Duration::from_secs(if webhook_public_url.is_some() { 60 } else { 5 });
+        let webhook_poll = Duration::from_secs(if webhook_public_url.is_some() { 60 } else { 5 });
         Self {
             webhook_public_url,
             webhooks: true,
@@ -108,7 +107,11 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    pub fn new(client: Arc<AirtableClient>, applier: Arc<Applier>, config: InboundConfig) -> Arc<Self> {
+    pub fn new(
+        client: Arc<AirtableClient>,
+        applier: Arc<Applier>,
+        config: InboundConfig,
+    ) -> Arc<Self> {
         Arc::new(Self {
             client,
             applier,
@@ -200,8 +203,8 @@ impl Inbound {
     /// outbound side's upserts (merged on the pg id) land on them instead of duplicating.
     async fn stamp(&self, applied: &Applied) {
         let m = self.applier.mapping();
-        let mut by_table: std::collections::BTreeMap<usize, Vec<(String, Map<String, Value>)>> =
-            Default::default();
+        type Stamps = Vec<(String, Map<String, Value>)>;
+        let mut by_table: std::collections::BTreeMap<usize, Stamps> = Default::default();
         for (ti, rec, id) in &applied.to_stamp {
             let mut f = Map::new();
             f.insert(m.merge_field.clone(), json!(id.to_string()));
@@ -209,7 +212,9 @@ impl Inbound {
         }
         for (ti, records) in by_table {
             for chunk in records.chunks(10) {
-                if let Err(e) = self.client.update(self.lane(ti), &m.tables[ti].airtable, chunk).await {
+                if let Err(e) =
+                    self.client.update(self.lane(ti), &m.tables[ti].airtable, chunk).await
+                {
                     // The next full reconcile writes it again.
                     metrics::counter!("inbound_stamp_failures_total").increment(1);
                     tracing::warn!(table = m.tables[ti].table.name, error = %e, "cannot write pg ids into Airtable records");
@@ -228,7 +233,11 @@ impl Inbound {
             tokio::spawn(self.clone().webhook_task(shutdown.clone())),
             tokio::spawn(self.clone().users_task(lookups_rx, shutdown.clone())),
             tokio::spawn(self.clone().bulk_task(shutdown.clone())),
-            tokio::spawn(read_through::listen(self.applier.pool().clone(), lookups_tx, shutdown.clone())),
+            tokio::spawn(read_through::listen(
+                self.applier.pool().clone(),
+                lookups_tx,
+                shutdown.clone(),
+            )),
         ];
         let mut s = shutdown;
         let _ = s.wait_for(|stop| *stop).await;

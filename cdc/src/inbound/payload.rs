@@ -35,7 +35,10 @@ impl BaseSchema {
                 .filter_map(|f| {
                     Some((
                         f["id"].as_str()?.to_owned(),
-                        (f["name"].as_str()?.to_owned(), f["type"].as_str().unwrap_or("").to_owned()),
+                        (
+                            f["name"].as_str()?.to_owned(),
+                            f["type"].as_str().unwrap_or("").to_owned(),
+                        ),
                     ))
                 })
                 .collect();
@@ -81,8 +84,21 @@ pub struct Plan {
     pub unknown_ids: bool,
 }
 
-fn parked(table: Option<String>, record: Option<String>, payload: Value, code: &str, message: String) -> Parked {
-    Parked { table, record_id: record, operation: "payload", payload, code: code.to_owned(), message }
+fn parked(
+    table: Option<String>,
+    record: Option<String>,
+    payload: Value,
+    code: &str,
+    message: String,
+) -> Parked {
+    Parked {
+        table,
+        record_id: record,
+        operation: "payload",
+        payload,
+        code: code.to_owned(),
+        message,
+    }
 }
 
 /// Plans `payloads`. `strict`: unknown ids are parked (after a schema refresh); otherwise
@@ -155,7 +171,9 @@ fn plan_one(
         let records = |key: &str| -> Result<Vec<(String, Value)>, String> {
             match change.get(key) {
                 None | Some(Value::Null) => Ok(Vec::new()),
-                Some(Value::Object(o)) => Ok(o.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+                Some(Value::Object(o)) => {
+                    Ok(o.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                }
                 Some(_) => Err(format!("{key} must be an object")),
             }
         };

@@ -51,12 +51,20 @@ impl Inbound {
         let upserts = self.with_parents(self.upserts(table, &records)).await?;
         let batch = Batch {
             upserts,
-            checkpoints: vec![(checkpoint_name(t.table.name), json!({ "since": started.to_rfc3339() }))],
+            checkpoints: vec![(
+                checkpoint_name(t.table.name),
+                json!({ "since": started.to_rfc3339() }),
+            )],
             ..Batch::default()
         };
         let applied = self.applier.apply(batch).await?;
         if applied.written > 0 {
-            tracing::info!(table = t.table.name, read = records.len(), written = applied.written, "poll applied changes");
+            tracing::info!(
+                table = t.table.name,
+                read = records.len(),
+                written = applied.written,
+                "poll applied changes"
+            );
         }
         self.stamp(&applied).await;
         Ok(records.len())
@@ -67,8 +75,10 @@ impl Inbound {
         let t = &self.applier.mapping().tables[table];
         let started = Utc::now();
         metrics::counter!("inbound_reconcile_runs_total", "table" => t.table.name).increment(1);
-        let records =
-            self.client.list_records(self.lane(table), &t.airtable, None, &self.read_fields(t)).await?;
+        let records = self
+            .client
+            .list_records(self.lane(table), &t.airtable, None, &self.read_fields(t))
+            .await?;
         let present: HashSet<String> =
             records.iter().filter_map(|r| r["id"].as_str().map(str::to_owned)).collect();
         let merge = &self.applier.mapping().merge_field;
@@ -81,19 +91,33 @@ impl Inbound {
         while !all.is_empty() {
             let rest = all.split_off(all.len().min(RECONCILE_CHUNK));
             let chunk = std::mem::replace(&mut all, rest);
-            let applied =
-                self.applier.apply(Batch { upserts: self.with_parents(chunk).await?, ..Batch::default() }).await?;
+            let applied = self
+                .applier
+                .apply(Batch { upserts: self.with_parents(chunk).await?, ..Batch::default() })
+                .await?;
             self.stamp(&applied).await;
         }
         let mut batch = Batch::default();
         if t.table.rows_owned_by_airtable() {
-            batch.deletes =
-                self.applier.vanished(table, &present).await?.into_iter().map(|r| (table, r)).collect();
+            batch.deletes = self
+                .applier
+                .vanished(table, &present)
+                .await?
+                .into_iter()
+                .map(|r| (table, r))
+                .collect();
         }
-        batch.checkpoints.push((checkpoint_name(t.table.name), json!({ "since": started.to_rfc3339() })));
+        batch
+            .checkpoints
+            .push((checkpoint_name(t.table.name), json!({ "since": started.to_rfc3339() })));
         let applied = self.applier.apply(batch).await?;
         if applied.deleted + applied.soft_deleted > 0 {
-            tracing::info!(table = t.table.name, deleted = applied.deleted, soft_deleted = applied.soft_deleted, "reconcile removed rows Airtable no longer has");
+            tracing::info!(
+                table = t.table.name,
+                deleted = applied.deleted,
+                soft_deleted = applied.soft_deleted,
+                "reconcile removed rows Airtable no longer has"
+            );
         }
         // Records mapped earlier whose pg id never reached Airtable.
         if !unstamped.is_empty() {
@@ -114,11 +138,14 @@ impl Inbound {
     pub async fn look_up_user(&self, email: &str) -> anyhow::Result<bool> {
         let Some(users) = self.users() else { return Ok(false) };
         let t = &self.applier.mapping().tables[users];
-        let field = t.column("email").map(|c| c.field.field.clone()).unwrap_or_else(|| "Email".into());
+        let field =
+            t.column("email").map(|c| c.field.field.clone()).unwrap_or_else(|| "Email".into());
         // The email is a quoted, escaped string: it can never change the formula.
         let formula = format!("LOWER({{{field}}})=LOWER({})", formula_string(email));
-        let records =
-            self.client.list_records(super::Lane::Fast, &t.airtable, Some(&formula), &self.read_fields(t)).await?;
+        let records = self
+            .client
+            .list_records(super::Lane::Fast, &t.airtable, Some(&formula), &self.read_fields(t))
+            .await?;
         if records.is_empty() {
             return Ok(false);
         }
@@ -197,8 +224,11 @@ impl Inbound {
                 }
                 let name = self.applier.mapping().tables[ti].table.name;
                 let started = Instant::now();
-                let result =
-                    if reconcile { self.reconcile_table(ti).await } else { self.poll_table(ti).await };
+                let result = if reconcile {
+                    self.reconcile_table(ti).await
+                } else {
+                    self.poll_table(ti).await
+                };
                 if let Err(e) = result {
                     metrics::counter!("inbound_errors_total", "task" => "bulk").increment(1);
                     tracing::warn!(table = name, error = %e, "inbound poll failed; the next round retries");
@@ -221,5 +251,4 @@ impl Inbound {
             }
         }
     }
-
 }

@@ -10,8 +10,7 @@ use tokio::{
     time::Instant,
 };
 
-pub const LOOKUP_CHANNEL: &str = "coach_user_lookup";
-pub const MISSING_CHANNEL: &str = "coach_user_missing";
+use schema::channels::{USER_LOOKUP as LOOKUP_CHANNEL, USER_MISSING as MISSING_CHANNEL};
 
 /// One lookup request.
 #[derive(Debug)]
@@ -28,7 +27,11 @@ fn plausible(s: &str) -> bool {
 
 /// Listens for lookups and hands them to the users lane; when it is busy, the request is
 /// dropped (counted): the login proceeds after its wait, and the users poll still runs.
-pub async fn listen(pool: PgPool, lookups: mpsc::Sender<Lookup>, mut shutdown: watch::Receiver<bool>) {
+pub async fn listen(
+    pool: PgPool,
+    lookups: mpsc::Sender<Lookup>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut backoff = Duration::from_millis(200);
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
@@ -57,11 +60,13 @@ pub async fn listen(pool: PgPool, lookups: mpsc::Sender<Lookup>, mut shutdown: w
                 Ok(n) => {
                     let email = n.payload().trim().to_lowercase();
                     if !plausible(&email) {
-                        metrics::counter!("inbound_read_through_total", "outcome" => "invalid").increment(1);
+                        metrics::counter!("inbound_read_through_total", "outcome" => "invalid")
+                            .increment(1);
                         continue;
                     }
                     if lookups.try_send(Lookup { email, at: Instant::now() }).is_err() {
-                        metrics::counter!("inbound_read_through_total", "outcome" => "dropped").increment(1);
+                        metrics::counter!("inbound_read_through_total", "outcome" => "dropped")
+                            .increment(1);
                     }
                 }
                 Err(e) => {
@@ -75,7 +80,12 @@ pub async fn listen(pool: PgPool, lookups: mpsc::Sender<Lookup>, mut shutdown: w
 
 /// Tells waiting logins Airtable has no such user (or could not say).
 pub async fn answer_missing(pool: &PgPool, email: &str) {
-    if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)").bind(MISSING_CHANNEL).bind(email).execute(pool).await {
+    if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(MISSING_CHANNEL)
+        .bind(email)
+        .execute(pool)
+        .await
+    {
         tracing::warn!(error = %e, "cannot answer a read-through lookup");
     }
 }

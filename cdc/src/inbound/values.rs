@@ -89,6 +89,7 @@ pub fn row_values(
                     }
                 }
                 match (cols.link_shape)(table.table.name, &c.column) {
+                    // An empty link cell is an empty array, never null.
                     LinkShape::Many => Value::Array(pg),
                     LinkShape::One if pg.len() > 1 => {
                         return Err(ValueError::invalid(format!(
@@ -161,9 +162,7 @@ fn scalar(kind: &str, name: &str, v: &Value, integer: bool) -> Result<Value, Val
             DateTime::parse_from_rfc3339(s).map_err(|_| bad())?;
             v.clone()
         }
-        _ => {
-            return Err(ValueError::invalid(format!("{name}: unsupported field type {kind}")))
-        }
+        _ => return Err(ValueError::invalid(format!("{name}: unsupported field type {kind}"))),
     })
 }
 
@@ -181,7 +180,8 @@ mod tests {
         let m = Mapping::default_mapping().expect("mapping");
         let t = m.table(table).expect("table");
         let integer = |_: &str, c: &str| c == "sort_order" || c == "level";
-        let shape = |_: &str, c: &str| if c.ends_with("_ids") { LinkShape::Many } else { LinkShape::One };
+        let shape =
+            |_: &str, c: &str| if c.ends_with("_ids") { LinkShape::Many } else { LinkShape::One };
         let cols = Columns { integer: &integer, link_shape: &shape, links };
         row_values(t, fields.as_object().expect("object"), complete, &cols)
     }
@@ -189,7 +189,8 @@ mod tests {
     #[test]
     fn complete_records_set_every_owned_column_and_empty_cells_clear() {
         let company = Uuid::new_v4();
-        let links = HashMap::from([(("companies".to_owned(), "recCOMPANY0000001".to_owned()), company)]);
+        let links =
+            HashMap::from([(("companies".to_owned(), "recCOMPANY0000001".to_owned()), company)]);
         let row = convert(
             "users",
             json!({ "Email": "a@b.nl", "Company": ["recCOMPANY0000001"], "Role": "coach", "Bonus points": 7 }),
@@ -212,6 +213,8 @@ mod tests {
         assert_eq!(row["sort_order"], json!(3));
         let row = convert("goals", json!({}), true, &HashMap::new()).expect("row");
         assert_eq!(row["is_active"], json!(false));
+        let row = convert("methods", json!({ "Name": "x" }), true, &HashMap::new()).expect("row");
+        assert_eq!(row["goal_ids"], json!([]), "an empty link cell is an empty array");
     }
 
     #[test]
@@ -220,8 +223,9 @@ mod tests {
         assert_eq!(e.code, "INVALID_VALUE");
         let e = convert("goals", json!({ "Order": 1.5 }), false, &HashMap::new()).unwrap_err();
         assert!(e.message.contains("integer"), "{e}");
-        let e = convert("users", json!({ "Company": ["recNOPE0000000001"] }), false, &HashMap::new())
-            .unwrap_err();
+        let e =
+            convert("users", json!({ "Company": ["recNOPE0000000001"] }), false, &HashMap::new())
+                .unwrap_err();
         assert_eq!(e.code, "UNKNOWN_LINK");
         let e = convert("users", json!({ "Company": "recNOPE0000000001" }), false, &HashMap::new())
             .unwrap_err();

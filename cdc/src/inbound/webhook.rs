@@ -6,7 +6,7 @@
 //! same transaction as the changes of the payloads before it. Both are readable only by
 //! the daemon's role.
 
-use super::{apply::Batch, payload, pause, Inbound};
+use super::{apply::Batch, pause, payload, Inbound};
 use crate::airtable::Lane;
 use axum::{
     body::Bytes,
@@ -60,7 +60,11 @@ pub fn router(inbound: Arc<Inbound>) -> Router {
 }
 
 /// Verifies the MAC over the raw body, answers at once, and wakes the payload reader.
-async fn notification(State(inbound): State<Arc<Inbound>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn notification(
+    State(inbound): State<Arc<Inbound>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
     let Some(header) = headers.get("x-airtable-content-mac").and_then(|v| v.to_str().ok()) else {
         metrics::counter!("inbound_webhook_notifications_total", "mac" => "missing").increment(1);
         return StatusCode::UNAUTHORIZED;
@@ -107,13 +111,16 @@ impl Inbound {
             let live = hooks.iter().find(|h| h["id"] == id);
             let usable = live.is_some_and(|h| {
                 h["isHookEnabled"] == json!(true)
-                    && h["notificationUrl"] == spec.get("notificationUrl").cloned().unwrap_or(Value::Null)
+                    && h["notificationUrl"]
+                        == spec.get("notificationUrl").cloned().unwrap_or(Value::Null)
             }) && s["spec"] == spec["specification"];
             let secret = s["secret"]
                 .as_str()
                 .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
             if let (true, Some(live), Some(secret)) = (usable, live, secret) {
-                if live["areNotificationsEnabled"] == json!(false) && spec.get("notificationUrl").is_some() {
+                if live["areNotificationsEnabled"] == json!(false)
+                    && spec.get("notificationUrl").is_some()
+                {
                     self.client.enable_notifications(Lane::Fast, id).await?;
                     tracing::info!(webhook = id, "re-enabled webhook notifications");
                 }
@@ -134,10 +141,14 @@ impl Inbound {
                     _ => {}
                 }
             }
-            tracing::warn!(webhook = id, "the webhook is gone, broken or outdated: creating a new one");
+            tracing::warn!(
+                webhook = id,
+                "the webhook is gone, broken or outdated: creating a new one"
+            );
         }
         let created = self.client.create_webhook(Lane::Fast, &spec).await?;
-        let (Some(id), Some(secret)) = (created["id"].as_str(), created["macSecretBase64"].as_str())
+        let (Some(id), Some(secret)) =
+            (created["id"].as_str(), created["macSecretBase64"].as_str())
         else {
             anyhow::bail!("Airtable created a webhook without an id or secret: {created}");
         };
@@ -190,12 +201,14 @@ impl Inbound {
                 .filter(|(_, k)| !seen.contains(*k))
                 .map(|(p, _)| p.clone())
                 .collect();
-            let mut plan = payload::plan(&fresh, &*self.schema.read().await, self.applier.mapping(), false);
+            let mut plan =
+                payload::plan(&fresh, &*self.schema.read().await, self.applier.mapping(), false);
             if plan.unknown_ids {
                 // The base changed since we read its schema: read it again, then anything
                 // still unknown is parked.
                 self.refresh_schema().await?;
-                plan = payload::plan(&fresh, &*self.schema.read().await, self.applier.mapping(), true);
+                plan =
+                    payload::plan(&fresh, &*self.schema.read().await, self.applier.mapping(), true);
             }
             let users = self.users();
             let mut upserts = std::mem::take(&mut plan.upserts);
@@ -205,8 +218,10 @@ impl Inbound {
             for ti in tables {
                 let ids: Vec<String> = plan.reread[&ti].iter().cloned().collect();
                 let t = &self.applier.mapping().tables[ti];
-                let records =
-                    self.client.records_by_id(self.lane(ti), &t.airtable, &ids, &self.read_fields(t)).await?;
+                let records = self
+                    .client
+                    .records_by_id(self.lane(ti), &t.airtable, &ids, &self.read_fields(t))
+                    .await?;
                 for mut u in self.upserts(ti, &records) {
                     u.changed_at = plan.reread_at.get(&(ti, u.record_id.clone())).copied();
                     upserts.push(u);
@@ -218,12 +233,17 @@ impl Inbound {
                 upserts,
                 deletes: plan.deletes,
                 parked: plan.parked,
-                events: keys.iter().filter(|k| !seen.contains(*k)).map(|k| ("webhook".to_owned(), k.clone())).collect(),
+                events: keys
+                    .iter()
+                    .filter(|k| !seen.contains(*k))
+                    .map(|k| ("webhook".to_owned(), k.clone()))
+                    .collect(),
                 checkpoints: vec![(CURSOR.into(), json!({ "id": hook.id, "cursor": next }))],
             };
             let applied = self.applier.apply(batch).await?;
             if has_users {
-                metrics::histogram!("inbound_fast_lane_seconds").record(noticed.elapsed().as_secs_f64());
+                metrics::histogram!("inbound_fast_lane_seconds")
+                    .record(noticed.elapsed().as_secs_f64());
             }
             tracing::info!(webhook = %hook.id, cursor, next, written = applied.written, deleted = applied.deleted + applied.soft_deleted, parked = applied.parked, "applied webhook payloads");
             self.stamp(&applied).await;
@@ -304,7 +324,11 @@ mod tests {
         assert!(verify_mac(&secret, body, good));
         assert!(!verify_mac(&secret, b"{}", good));
         assert!(!verify_mac(&secret, body, &good.replace("526f", "526e")));
-        assert!(!verify_mac(&secret, body, "526f7c10023ffcca6ea4cb12269642614464d920e24d9260935e3365c35d9e55"));
+        assert!(!verify_mac(
+            &secret,
+            body,
+            "526f7c10023ffcca6ea4cb12269642614464d920e24d9260935e3365c35d9e55"
+        ));
         assert!(!verify_mac(&secret, body, "hmac-sha256=zz"));
         assert!(!verify_mac(&[1, 2, 3], body, good));
     }

@@ -36,7 +36,8 @@ pub struct StreamConfig {
     pub slot: String,
     pub publication: String,
     pub application_name: String,
-    /// Transactions under this replication origin are the inbound sync's own writes: skipped.
+    /// Transactions under this replication origin, or under `<it>_<database>` (the
+    /// inbound sync's per-database origin), are the inbound sync's own writes: skipped.
     pub skip_origin: Option<String>,
     /// How often the client reports its position to the server.
     pub status_interval: Duration,
@@ -312,7 +313,10 @@ impl<D: Destination> Stream<D> {
                 let msg = pgoutput::decode(data)
                     .map_err(|e| DestinationError(format!("undecodable pgoutput message: {e}")))?;
                 if let Message::Origin { name, .. } = &msg {
-                    if self.config.skip_origin.as_deref() == Some(name.as_str()) {
+                    let ours = self.config.skip_origin.as_deref().is_some_and(|o| {
+                        name == o || name.strip_prefix(o).is_some_and(|rest| rest.starts_with('_'))
+                    });
+                    if ours {
                         s.skip = true;
                         s.held_begin = None;
                     }

@@ -182,6 +182,30 @@ impl Admin {
         Ok(())
     }
 
+    /// Pings are lost on the way from now on (or not): the receiver never sees them.
+    pub fn lose_pings(&self, lose: bool) {
+        self.shared.lose_pings.store(lose, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Appends `body` as the next payload of every enabled webhook of `base`, as it is (to
+    /// test receivers against malformed or surprising payloads), and pings them.
+    pub fn push_payload(&self, base: &str, body: Value) -> Result<(), ApiError> {
+        let now = self.shared.clock.now();
+        let pings = {
+            let mut world = lock(&self.shared.world);
+            let b = world.base_mut(base)?;
+            let mut pings = Vec::new();
+            for h in &mut b.webhooks {
+                if h.push_raw(body.clone(), now) {
+                    pings.push(h.id.clone());
+                }
+            }
+            pings
+        };
+        crate::pinger::request_pings(&self.shared, &pings);
+        Ok(())
+    }
+
     pub fn stats(&self) -> Stats {
         lock(&self.shared.stats).clone()
     }

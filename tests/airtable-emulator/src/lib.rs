@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     pub pingers: Mutex<HashMap<String, Arc<pinger::Pinger>>>,
     pub http: reqwest::Client,
     pub started: Instant,
+    /// Pings are "delivered" without reaching the receiver (a lost notification).
+    pub lose_pings: std::sync::atomic::AtomicBool,
 }
 
 /// Locks a mutex; a panic elsewhere while holding it does not take the emulator down.
@@ -93,6 +95,7 @@ impl Emulator {
             http: reqwest::Client::builder().timeout(config.ping_timeout).build()?,
             started: Instant::now(),
             config,
+            lose_pings: std::sync::atomic::AtomicBool::new(false),
         });
         let listener =
             TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;

@@ -357,6 +357,16 @@ impl Webhook {
         self.notification_url.is_some() && self.notifications_enabled
     }
 
+    /// A payload exactly as given (admin); returns whether a ping is due.
+    pub fn push_raw(&mut self, body: Value, now: DateTime<Utc>) -> bool {
+        if !self.is_enabled(now) {
+            return false;
+        }
+        self.payloads.push_back(StoredPayload { number: self.next_cursor, at: now, body });
+        self.next_cursor += 1;
+        self.notification_url.is_some() && self.notifications_enabled
+    }
+
     /// An error payload (a scoped table or watched field was deleted); the hook stops.
     pub fn record_error(&mut self, code: &str, txn: u64, now: DateTime<Utc>) -> bool {
         if !self.is_enabled(now) {

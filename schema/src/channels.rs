@@ -1,0 +1,8 @@
+//! The Postgres NOTIFY channels the API and the daemon share (read-through for logins).
+
+/// API -> daemon: an email Postgres lacks (payload: the lower-cased email).
+pub const USER_LOOKUP: &str = "coach_user_lookup";
+/// Daemon -> API: a user was written (payload: its lower-cased email), sent at commit.
+pub const USER_SYNCED: &str = "coach_user_synced";
+/// Daemon -> API: Airtable has no such user, or could not be asked (payload: the email).
+pub const USER_MISSING: &str = "coach_user_missing";
