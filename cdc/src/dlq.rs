@@ -41,7 +41,18 @@ pub async fn show(pool: &PgPool, id: i64) -> anyhow::Result<Value> {
 }
 
 /// Queues replays of pending dead letters (`ids`, or every pending one); returns how many.
+/// Outbound ones go through the outbox. Inbound ones are re-read from Airtable: their
+/// tables' poll checkpoints are dropped, so the next poll is a full reconcile, and a dead
+/// letter resolves itself once its record applies (after a fix in Airtable, or here).
 pub async fn replay(pool: &PgPool, ids: Option<&[i64]>) -> anyhow::Result<u64> {
+    let inbound = sqlx::query_scalar::<_, i64>(
+        "WITH d AS (SELECT id, table_name FROM sync_dead_letter WHERE status = 'pending' AND direction = 'inbound' AND table_name IS NOT NULL AND ($1::bigint[] IS NULL OR id = ANY($1))),
+              cleared AS (DELETE FROM sync_checkpoint WHERE name IN (SELECT 'inbound.poll.' || table_name FROM d))
+         SELECT count(*) FROM d",
+    )
+    .bind(ids)
+    .fetch_one(pool)
+    .await?;
     let result = sqlx::query(
         "INSERT INTO sync_outbox (kind, table_name, pg_id, payload)
          SELECT 'replay', coalesce(table_name, ''), pg_id, jsonb_build_object('dead_letter_id', id)
@@ -51,7 +62,7 @@ pub async fn replay(pool: &PgPool, ids: Option<&[i64]>) -> anyhow::Result<u64> {
     .bind(ids)
     .execute(pool)
     .await?;
-    Ok(result.rows_affected())
+    Ok(result.rows_affected() + inbound as u64)
 }
 
 pub async fn discard(pool: &PgPool, id: i64) -> anyhow::Result<()> {

@@ -4,14 +4,16 @@
 //!   until Ctrl-C. Migrated, with demo data.
 //! - Airtable: when AIRTABLE_TOKEN is unset, the local emulator with the mapping's tables and
 //!   the demo reference data; else AIRTABLE_API_URL / AIRTABLE_BASE_ID.
-//! - The sync daemon, streaming Postgres into Airtable (metrics on METRICS_ADDR).
+//! - The sync daemon, streaming Postgres into Airtable and applying Airtable's edits to
+//!   Postgres (webhook pings on METRICS_ADDR, metrics there too).
 //! - The API on API_ADDR (default 127.0.0.1:8080).
 
 use airtable_emulator::{Emulator, EmulatorConfig, SchemaFile};
 use anyhow::Context;
 use cdc::{
     config::{published_tables, CdcConfig},
-    destination::airtable::{AirtableConfig, AirtableDestination, Budget},
+    destination::airtable::{AirtableClient, AirtableConfig, AirtableDestination, Budget},
+    inbound::{apply::Applier, Inbound, InboundConfig},
     run::{shutdown_on_signals, Daemon},
 };
 use schema::postgres::{self, migrate, PgConfig};
@@ -80,11 +82,29 @@ async fn main() -> anyhow::Result<()> {
         status_interval: Duration::from_secs(1),
         lag_interval: Duration::from_secs(5),
     };
-    let budget = Arc::new(Budget::new(airtable.base_rps, airtable.token_rps, airtable.window));
+    let budget = Arc::new(
+        Budget::new(airtable.base_rps, airtable.token_rps, airtable.window)
+            .with_fast_share(u32::from(airtable.base_rps >= 3)),
+    );
+    // Inbound: the emulator pings the daemon's listener unless WEBHOOK_PUBLIC_URL says where.
+    let mut inbound_config = InboundConfig::from_env()?;
+    if inbound_config.webhook_public_url.is_none() && emulator.is_some() {
+        inbound_config = InboundConfig {
+            webhook_public_url: Some(format!(
+                "http://{}/webhooks/airtable",
+                cdc_config.metrics_addr
+            )),
+            webhook_poll: Duration::from_secs(60),
+            ..inbound_config
+        };
+    }
+    let client = Arc::new(AirtableClient::new(airtable.clone(), budget.clone())?);
+    let applier = Arc::new(Applier::new(mapping.clone(), pool.clone()).await?);
+    let inbound = Inbound::new(client, applier, inbound_config);
     let destination =
         AirtableDestination::new(airtable.clone(), mapping.clone(), pool.clone(), budget)?;
     let fresh_slot = !slot_exists(&pool, &cdc_config.slot).await?;
-    let daemon = Daemon::build(&cdc_config, destination).await?;
+    let daemon = Daemon::build_with(&cdc_config, destination, Some(inbound)).await?;
     // Rows Airtable has not seen (the demo data, or everything for a fresh emulator): send
     // their current state.
     if emulator.is_some() || fresh_slot {
@@ -133,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
                 e.token()
             );
             println!("             the synced demo data: {}/_admin/bases/{LOCAL_BASE}/tables/Programs/records", e.url());
+            println!("             edit as an admin (reaches Postgres): POST {}/_admin/bases/{LOCAL_BASE}/tables/Users/records", e.url());
             println!("             everything it holds:  {}/_admin/state", e.url());
         }
         None => println!("  Airtable   {} base {}", airtable.api_url, airtable.base_id),

@@ -6,7 +6,7 @@ use cdc::{
     destination::airtable::{cells, AirtableConfig, AirtableDestination, Budget},
     replication::{Stream, StreamError, StreamHealth},
 };
-use schema::{mapping::Mapping, registry::TableKind};
+use schema::mapping::Mapping;
 use serde_json::{json, Map, Value};
 use std::{collections::HashMap, sync::Arc, time::Duration};
 use tokio::{sync::watch, task::JoinHandle};
@@ -33,8 +33,9 @@ pub async fn emulator(schema: SchemaFile, limits: RateLimits) -> Emulator {
     Emulator::start(c, "127.0.0.1:0".parse().expect("addr")).await.expect("emulator")
 }
 
-/// Creates the Airtable records of every Airtable-owned mapped table from Postgres and maps
-/// them (what the inbound sync's first reconcile does).
+/// Creates the Airtable records of every table whose rows Airtable owns (reference data and
+/// users: their Airtable-owned fields) from Postgres, and maps them: the state of a base
+/// whose admins made this data.
 pub async fn mirror_reference_data(
     e: &Emulator,
     base: &str,
@@ -42,7 +43,7 @@ pub async fn mirror_reference_data(
     mapping: &Mapping,
 ) {
     let mut ids: HashMap<(String, Uuid), String> = HashMap::new();
-    for t in mapping.tables.iter().filter(|t| t.table.kind == TableKind::Reference) {
+    for t in mapping.tables.iter().filter(|t| t.table.rows_owned_by_airtable()) {
         let rows: Vec<(Uuid, Value)> = sqlx::query_as(&format!(
             "SELECT id, to_jsonb(t) FROM \"{}\" t ORDER BY id",
             t.table.name
@@ -54,7 +55,7 @@ pub async fn mirror_reference_data(
         for (id, row) in &rows {
             let mut f = Map::new();
             f.insert(mapping.merge_field.clone(), json!(id.to_string()));
-            for c in &t.columns {
+            for c in t.inbound() {
                 let v = row.get(&c.column).cloned().unwrap_or(Value::Null);
                 let cell = match &c.field.link {
                     Some(target) => json!(cells::link_ids(&v)

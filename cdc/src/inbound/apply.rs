@@ -362,6 +362,7 @@ impl Applier {
             }
         };
         let cols = Columns { integer: &integer, link_shape: &shape, links: &links };
+        let mut applied_ids: Vec<&str> = Vec::new();
         for u in group {
             let mut values = match row_values(t, &u.fields, u.complete, &cols) {
                 Ok(v) => v,
@@ -387,6 +388,7 @@ impl Applier {
             match outcome {
                 Ok(o) => {
                     sp.commit().await?;
+                    applied_ids.push(&u.record_id);
                     match o {
                         Written::Changed(id, stamp) => {
                             applied.written += 1;
@@ -433,6 +435,17 @@ impl Applier {
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+        // Dead letters of records that apply now are resolved (fixed in Airtable, replayed).
+        if !applied_ids.is_empty() {
+            sqlx::query(
+                "UPDATE sync_dead_letter SET status = 'replayed', resolved_at = now()
+                  WHERE direction = 'inbound' AND status = 'pending' AND table_name = $1 AND airtable_record_id = ANY($2)",
+            )
+            .bind(t.table.name)
+            .bind(&applied_ids)
+            .execute(&mut **tx)
+            .await?;
         }
         Ok(())
     }
