@@ -114,9 +114,21 @@ pub async fn start_sync(
     config: AirtableConfig,
     mapping: Arc<Mapping>,
 ) -> Syncing {
+    let budget = Arc::new(Budget::new(config.base_rps, config.token_rps, config.window));
+    start_sync_sharing(url, slot, publication, config, mapping, budget).await
+}
+
+/// As [`start_sync`], spending `budget` (shared with the inbound side, as in `cdc run`).
+pub async fn start_sync_sharing(
+    url: &str,
+    slot: &str,
+    publication: &str,
+    config: AirtableConfig,
+    mapping: Arc<Mapping>,
+    budget: Arc<Budget>,
+) -> Syncing {
     let pool =
         sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(url).await.expect("pool");
-    let budget = Arc::new(Budget::new(config.base_rps, config.token_rps, config.window));
     let destination = AirtableDestination::new(config, mapping, pool, budget).expect("destination");
     let stream = Stream::new(crate::cdc::stream_config(url, slot, publication), destination);
     let health = stream.health();

@@ -5,7 +5,7 @@
 use crate::airtable::{airtable_config, mapping};
 use airtable_emulator::Emulator;
 use cdc::{
-    airtable::{AirtableClient, Budget},
+    airtable::{AirtableClient, AirtableConfig, Budget},
     inbound::{apply::Applier, webhook, Inbound, InboundConfig},
 };
 use std::{sync::Arc, time::Duration};
@@ -28,6 +28,19 @@ pub async fn start_inbound(
     e: &Emulator,
     tweak: impl FnOnce(&mut InboundConfig),
 ) -> Receiving {
+    let at = airtable_config(e);
+    let budget = Arc::new(Budget::new(at.base_rps, at.token_rps, at.window));
+    start_inbound_sharing(url, at, budget, tweak).await
+}
+
+/// As [`start_inbound`], with `airtable` settings and a `budget` shared with the outbound
+/// side (as in `cdc run`).
+pub async fn start_inbound_sharing(
+    url: &str,
+    airtable: AirtableConfig,
+    budget: Arc<Budget>,
+    tweak: impl FnOnce(&mut InboundConfig),
+) -> Receiving {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let base = format!("http://{addr}");
@@ -38,9 +51,7 @@ pub async fn start_inbound(
     config.overlap = Duration::from_secs(5);
     config.reconcile = None;
     tweak(&mut config);
-    let at = airtable_config(e);
-    let budget = Arc::new(Budget::new(at.base_rps, at.token_rps, at.window));
-    let client = Arc::new(AirtableClient::new(at, budget).expect("client"));
+    let client = Arc::new(AirtableClient::new(airtable, budget).expect("client"));
     let pool =
         sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(url).await.expect("pool");
     let applier = Arc::new(Applier::new(mapping(), pool).await.expect("applier"));

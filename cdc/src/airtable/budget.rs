@@ -18,7 +18,7 @@ pub enum Lane {
 struct Window {
     limit: Option<u32>,
     window: Duration,
-    sent: VecDeque<Instant>,
+    sent: VecDeque<(Instant, Lane)>,
     penalty_until: Option<Instant>,
 }
 
@@ -30,7 +30,7 @@ impl Window {
             return Some(until - now);
         }
         let limit = self.limit.map(|l| l.saturating_sub(reserve).max(1))? as usize;
-        while self.sent.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
+        while self.sent.front().is_some_and(|(t, _)| now.duration_since(*t) >= self.window) {
             self.sent.pop_front();
         }
         if self.sent.len() < limit {
@@ -38,7 +38,7 @@ impl Window {
         } else {
             // The request that must age out of the window before one more fits.
             let blocking = self.sent.len() - limit;
-            self.sent.get(blocking).map(|t| (*t + self.window).saturating_duration_since(now))
+            self.sent.get(blocking).map(|(t, _)| (*t + self.window).saturating_duration_since(now))
         }
     }
 }
@@ -98,13 +98,17 @@ impl Budget {
                 let now = Instant::now();
                 let reserve = if lane == Lane::Bulk { s.fast_reserve } else { 0 };
                 let wait = s.base.wait(now, reserve).max(s.token.wait(now, 0));
+                // The fast lane goes first, but bulk work keeps one request per window:
+                // a stream of user events slows the outbound drain, never stops it.
+                let bulk_in_window = s.base.sent.iter().any(|(_, l)| *l == Lane::Bulk)
+                    || s.base.limit.is_none();
                 match wait {
-                    None if lane == Lane::Bulk && s.fast_waiting > 0 => {
+                    None if lane == Lane::Bulk && s.fast_waiting > 0 && bulk_in_window => {
                         Some(Duration::from_millis(2))
                     }
                     None => {
-                        s.base.sent.push_back(now);
-                        s.token.sent.push_back(now);
+                        s.base.sent.push_back((now, lane));
+                        s.token.sent.push_back((now, lane));
                         if lane == Lane::Fast {
                             s.fast_waiting -= 1;
                         }
@@ -172,6 +176,26 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::ZERO);
         bulk.await.expect("bulk");
         assert!(start.elapsed() >= Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bulk_work_keeps_one_request_per_window_under_a_stream_of_fast_requests() {
+        let b = Arc::new(Budget::new(5, 50, Duration::from_secs(1)).with_fast_share(1));
+        let fast = {
+            let b = b.clone();
+            tokio::spawn(async move {
+                for _ in 0..40 {
+                    b.acquire(Lane::Fast).await;
+                }
+            })
+        };
+        let start = tokio::time::Instant::now();
+        for _ in 0..3 {
+            b.acquire(Lane::Bulk).await;
+        }
+        // 40 fast requests take 8 windows; three bulk ones are not made to wait for all.
+        assert!(start.elapsed() <= Duration::from_secs(4), "{:?}", start.elapsed());
+        fast.await.expect("fast");
     }
 
     #[tokio::test(start_paused = true)]
