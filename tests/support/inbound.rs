@@ -85,10 +85,13 @@ pub async fn pg_id(pool: &sqlx::PgPool, table: &str, record: &str) -> Option<Uui
     .expect("id map")
 }
 
-/// The webhook's id once it exists.
-pub async fn hook_id(pool: &sqlx::PgPool) -> Option<String> {
-    sqlx::query_scalar("SELECT value->>'id' FROM sync_checkpoint WHERE name = 'inbound.webhook'")
-        .fetch_optional(pool)
-        .await
-        .expect("checkpoint")
+/// The id of webhook `kind` (`users` or `base`) once it exists.
+pub async fn hook_id(pool: &sqlx::PgPool, kind: &str) -> Option<String> {
+    sqlx::query_scalar(
+        "SELECT value->>'id' FROM sync_checkpoint WHERE name = 'inbound.webhook.' || $1",
+    )
+    .bind(kind)
+    .fetch_optional(pool)
+    .await
+    .expect("checkpoint")
 }

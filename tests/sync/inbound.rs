@@ -3,6 +3,7 @@
 
 use super::outbound::{exec, setup, DEMO};
 use airtable_emulator::{Emulator, RateLimits};
+use cdc::inbound::webhook::HookKind;
 use serde_json::{json, Value};
 use std::time::Duration;
 use testkit::{
@@ -49,8 +50,10 @@ async fn ready(db: &TestDb, r: &Receiving) {
     })
     .await;
     if r.inbound.config().webhooks {
-        wait_until(LIMIT, "the webhook is created", || async { hook_id(&db.pool).await.is_some() })
-            .await;
+        wait_until(LIMIT, "the webhooks are created", || async {
+            hook_id(&db.pool, "users").await.is_some() && hook_id(&db.pool, "base").await.is_some()
+        })
+        .await;
     }
 }
 
@@ -269,7 +272,7 @@ async fn a_notification_without_the_right_mac_is_refused_and_changes_nothing() {
     let (_e, r) = receiving(&db, |_| {}).await;
     let http = reqwest::Client::new();
     let url = format!("{}/webhooks/airtable", r.url);
-    let body = json!({ "base": { "id": BASE }, "webhook": { "id": hook_id(&db.pool).await }, "timestamp": "2026-11-21T10:00:00.000Z" }).to_string();
+    let body = json!({ "base": { "id": BASE }, "webhook": { "id": hook_id(&db.pool, "base").await }, "timestamp": "2026-11-21T10:00:00.000Z" }).to_string();
     let missing = http.post(&url).body(body.clone()).send().await.expect("post");
     assert_eq!(missing.status().as_u16(), 401);
     let forged = airtable_emulator::mac_header(b"not the secret", body.as_bytes());
@@ -283,7 +286,7 @@ async fn a_notification_without_the_right_mac_is_refused_and_changes_nothing() {
     assert_eq!(bad.status().as_u16(), 401);
     let secret = text(
         &db.pool,
-        "SELECT value->>'secret' FROM sync_checkpoint WHERE name = 'inbound.webhook'",
+        "SELECT value->>'secret' FROM sync_checkpoint WHERE name = 'inbound.webhook.base'",
     )
     .await
     .expect("secret");
@@ -334,7 +337,7 @@ async fn duplicate_and_replayed_deliveries_change_nothing() {
     let cursor = |db: &TestDb| {
         let pool = db.pool.clone();
         async move {
-            text(&pool, "SELECT value->>'cursor' FROM sync_checkpoint WHERE name = 'inbound.webhook.cursor'").await
+            text(&pool, "SELECT value->>'cursor' FROM sync_checkpoint WHERE name = 'inbound.webhook.base.cursor'").await
         }
     };
     wait_until(LIMIT, "every payload is read", || async {
@@ -348,13 +351,13 @@ async fn duplicate_and_replayed_deliveries_change_nothing() {
     let http = reqwest::Client::new();
     let secret = text(
         &db.pool,
-        "SELECT value->>'secret' FROM sync_checkpoint WHERE name = 'inbound.webhook'",
+        "SELECT value->>'secret' FROM sync_checkpoint WHERE name = 'inbound.webhook.base'",
     )
     .await
     .expect("secret");
     use base64::Engine;
     let key = base64::engine::general_purpose::STANDARD.decode(secret).expect("base64");
-    let hook = hook_id(&db.pool).await.expect("hook");
+    let hook = hook_id(&db.pool, "base").await.expect("hook");
     let pings = ["10:00:02", "10:00:00", "10:00:01", "10:00:00"].map(|t| {
         let body = json!({ "base": { "id": BASE }, "webhook": { "id": hook }, "timestamp": format!("2026-11-21T{t}.000Z") }).to_string();
         let mac = airtable_emulator::mac_header(&key, body.as_bytes());
@@ -365,8 +368,8 @@ async fn duplicate_and_replayed_deliveries_change_nothing() {
     }
     // The deliveries again, as if the cursor's commit had been lost: each payload is
     // known by (webhook, number), so replaying the older name cannot roll the row back.
-    exec(&db.pool, "UPDATE sync_checkpoint SET value = jsonb_set(value, '{cursor}', '1') WHERE name = 'inbound.webhook.cursor'").await;
-    r.inbound.drain_payloads().await.expect("drain");
+    exec(&db.pool, "UPDATE sync_checkpoint SET value = jsonb_set(value, '{cursor}', '1') WHERE name = 'inbound.webhook.base.cursor'").await;
+    r.inbound.drain_payloads(HookKind::Base).await.expect("drain");
     assert_eq!(cursor(&db).await.as_deref(), Some("3"));
     assert_eq!(
         text(&db.pool, "SELECT name FROM goals WHERE id = '00000000-0000-4000-8000-000000000201'")
@@ -485,8 +488,10 @@ async fn an_airtable_edit_is_applied_once_and_causes_no_outbound_write() {
     let sync = start_sync(&db.url(), &slot, &publication, airtable_config(&e), mapping()).await;
     super::outbound::converge(&e, &db, LIMIT).await;
     let r = start_inbound(&db.url(), &e, |_| {}).await;
-    wait_until(LIMIT, "the webhook is created", || async { hook_id(&db.pool).await.is_some() })
-        .await;
+    wait_until(LIMIT, "the webhooks are created", || async {
+        hook_id(&db.pool, "users").await.is_some() && hook_id(&db.pool, "base").await.is_some()
+    })
+    .await;
     // The demo user's record exists (outbound wrote it); an admin renames the user.
     let user = record_of(&db, "users", "00000000-0000-4000-8000-000000000701").await;
     let writes = |e: &Emulator| {
@@ -538,9 +543,10 @@ async fn malformed_payloads_and_unknown_fields_are_parked_and_the_rest_applied()
     let order = e.admin().field_id(BASE, "Goals", "Order").expect("field");
     let goal = record_of(&db, "goals", "00000000-0000-4000-8000-000000000201").await;
     let other = record_of(&db, "goals", "00000000-0000-4000-8000-000000000202").await;
-    e.admin().push_payload(BASE, json!(["not", "a", "payload"])).expect("push");
+    let hook = hook_id(&db.pool, "base").await.expect("hook");
+    e.admin().push_payload(BASE, &hook, json!(["not", "a", "payload"])).expect("push");
     e.admin()
-        .push_payload(BASE, json!({
+        .push_payload(BASE, &hook, json!({
             "timestamp": "2026-11-21T10:00:00.000Z", "baseTransactionNumber": 1, "payloadFormat": "v0",
             "actionMetadata": { "source": "client" },
             "changedTablesById": { goals: { "changedRecordsById": {
@@ -550,6 +556,16 @@ async fn malformed_payloads_and_unknown_fields_are_parked_and_the_rest_applied()
         .expect("push");
     e.admin().update_record(BASE, "Goals", &goal, json!({ "Order": 42 })).expect("valid edit");
     wait_row(&db, "goals", &goal, "t.sort_order = 42").await;
+    wait_until(LIMIT, "four dead letters", || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM sync_dead_letter WHERE direction = 'inbound'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .expect("count")
+            == 4
+    })
+    .await;
     let parked: Vec<(String, Option<String>, Value)> = sqlx::query_as(
         "SELECT error_code, airtable_record_id, payload FROM sync_dead_letter WHERE direction = 'inbound' ORDER BY id",
     )
@@ -571,11 +587,21 @@ async fn malformed_payloads_and_unknown_fields_are_parked_and_the_rest_applied()
     );
     assert_eq!(of("UNKNOWN_FIELD").1.as_deref(), Some(goal.as_str()));
     assert_eq!(of("INVALID_VALUE").1.as_deref(), Some(other.as_str()));
+    // Fixed in Airtable, the record applies and its dead letter resolves itself.
+    e.admin().update_record(BASE, "Goals", &other, json!({ "Order": 5 })).expect("fix");
+    wait_row(&db, "goals", &other, "t.sort_order = 5").await;
+    wait_until(LIMIT, "the dead letter resolves", || async {
+        text(&db.pool, "SELECT status FROM sync_dead_letter WHERE error_code = 'INVALID_VALUE'")
+            .await
+            .as_deref()
+            == Some("replayed")
+    })
+    .await;
     let pending: i64 =
         sqlx::query_scalar("SELECT count(*) FROM sync_dead_letter WHERE status = 'pending'")
             .fetch_one(&db.pool)
             .await
             .expect("count");
-    assert_eq!(pending, 4);
+    assert_eq!(pending, 3, "the others stay for an operator");
     r.stop().await;
 }

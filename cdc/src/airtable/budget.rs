@@ -100,8 +100,8 @@ impl Budget {
                 let wait = s.base.wait(now, reserve).max(s.token.wait(now, 0));
                 // The fast lane goes first, but bulk work keeps one request per window:
                 // a stream of user events slows the outbound drain, never stops it.
-                let bulk_in_window = s.base.sent.iter().any(|(_, l)| *l == Lane::Bulk)
-                    || s.base.limit.is_none();
+                let bulk_in_window =
+                    s.base.sent.iter().any(|(_, l)| *l == Lane::Bulk) || s.base.limit.is_none();
                 match wait {
                     None if lane == Lane::Bulk && s.fast_waiting > 0 && bulk_in_window => {
                         Some(Duration::from_millis(2))

@@ -1,7 +1,8 @@
 //! Inbound: Airtable into Postgres, for every table and field Airtable owns.
 //!
-//! - [`webhook`]: one webhook per base, MAC-verified pings on METRICS_ADDR, payloads read
-//!   from the stored cursor; the cursor commits with the changes it covers.
+//! - [`webhook`]: two webhooks per base (users, the rest), MAC-verified pings on
+//!   METRICS_ADDR, payloads read from the stored cursor; the cursor commits with the changes
+//!   it covers.
 //! - [`poll`]: the safety poll (records modified since the checkpoint, with an overlap) and
 //!   the full reconcile that catches deletions nothing reported.
 //! - [`read_through`]: a login for an unknown email asks (NOTIFY); the users lane answers.
@@ -99,9 +100,10 @@ pub struct Inbound {
     applier: Arc<Applier>,
     config: InboundConfig,
     schema: RwLock<BaseSchema>,
-    hook: RwLock<Option<webhook::Hook>>,
-    /// A verified ping arrived: read payloads now.
-    pinged: Notify,
+    hooks: RwLock<std::collections::HashMap<webhook::HookKind, webhook::Hook>>,
+    /// A verified ping arrived: read that hook's payloads now.
+    pinged_users: Notify,
+    pinged_base: Notify,
     /// The hook was (re)created, so payloads may be lost: reconcile everything.
     reconcile_due: Notify,
 }
@@ -117,14 +119,22 @@ impl Inbound {
             applier,
             config,
             schema: RwLock::new(BaseSchema::default()),
-            hook: RwLock::new(None),
-            pinged: Notify::new(),
+            hooks: RwLock::new(Default::default()),
+            pinged_users: Notify::new(),
+            pinged_base: Notify::new(),
             reconcile_due: Notify::new(),
         })
     }
 
     pub fn config(&self) -> &InboundConfig {
         &self.config
+    }
+
+    fn pinged(&self, kind: webhook::HookKind) -> &Notify {
+        match kind {
+            webhook::HookKind::Users => &self.pinged_users,
+            webhook::HookKind::Base => &self.pinged_base,
+        }
     }
 
     fn users(&self) -> Option<usize> {
@@ -230,7 +240,8 @@ impl Inbound {
         }
         let (lookups_tx, lookups_rx) = tokio::sync::mpsc::channel(256);
         let tasks = vec![
-            tokio::spawn(self.clone().webhook_task(shutdown.clone())),
+            tokio::spawn(self.clone().webhook_task(webhook::HookKind::Users, shutdown.clone())),
+            tokio::spawn(self.clone().webhook_task(webhook::HookKind::Base, shutdown.clone())),
             tokio::spawn(self.clone().users_task(lookups_rx, shutdown.clone())),
             tokio::spawn(self.clone().bulk_task(shutdown.clone())),
             tokio::spawn(read_through::listen(

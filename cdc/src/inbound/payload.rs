@@ -47,12 +47,16 @@ impl BaseSchema {
         Self { tables }
     }
 
-    /// Field ids of every Airtable-owned mapped field: the webhook watches these, so
-    /// outbound writes (Postgres-owned fields) raise no update payloads.
-    pub fn inbound_field_ids(&self, mapping: &Mapping) -> Vec<String> {
+    /// Field ids of the Airtable-owned fields of the mapped tables `wanted` keeps: a webhook
+    /// watches these, so outbound writes (Postgres-owned fields) raise no update payloads.
+    pub fn inbound_field_ids(
+        &self,
+        mapping: &Mapping,
+        wanted: impl Fn(usize) -> bool,
+    ) -> Vec<String> {
         let mut out = Vec::new();
         for info in self.tables.values() {
-            let Some(ti) = info.mapped else { continue };
+            let Some(ti) = info.mapped.filter(|t| wanted(*t)) else { continue };
             for c in mapping.tables[ti].inbound() {
                 if let Some((id, _)) = info.fields.iter().find(|(_, (n, _))| *n == c.field.field) {
                     out.push(id.clone());
@@ -61,6 +65,11 @@ impl BaseSchema {
         }
         out.sort();
         out
+    }
+
+    /// The Airtable table id of mapped table `table`.
+    pub fn table_id(&self, table: usize) -> Option<&str> {
+        self.tables.iter().find(|(_, t)| t.mapped == Some(table)).map(|(id, _)| id.as_str())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -101,12 +110,19 @@ fn parked(
     }
 }
 
-/// Plans `payloads`. `strict`: unknown ids are parked (after a schema refresh); otherwise
-/// they only set `unknown_ids`.
-pub fn plan(payloads: &[Value], schema: &BaseSchema, mapping: &Mapping, strict: bool) -> Plan {
+/// Plans `payloads` for the mapped tables `wanted` keeps (another hook covers the rest).
+/// `strict`: unknown ids are parked (after a schema refresh); otherwise they only set
+/// `unknown_ids`.
+pub fn plan(
+    payloads: &[Value],
+    schema: &BaseSchema,
+    mapping: &Mapping,
+    wanted: &dyn Fn(usize) -> bool,
+    strict: bool,
+) -> Plan {
     let mut plan = Plan::default();
     for payload in payloads {
-        if let Err(message) = plan_one(payload, schema, mapping, strict, &mut plan) {
+        if let Err(message) = plan_one(payload, schema, mapping, wanted, strict, &mut plan) {
             plan.parked.push(parked(None, None, payload.clone(), "MALFORMED_PAYLOAD", message));
         }
     }
@@ -127,6 +143,7 @@ fn plan_one(
     payload: &Value,
     schema: &BaseSchema,
     mapping: &Mapping,
+    wanted: &dyn Fn(usize) -> bool,
     strict: bool,
     plan: &mut Plan,
 ) -> Result<(), String> {
@@ -162,7 +179,7 @@ fn plan_one(
             continue;
         };
         // Tables outside the mapping, and tables Airtable owns nothing of, are not ours.
-        let Some(ti) = info.mapped else { continue };
+        let Some(ti) = info.mapped.filter(|t| wanted(*t)) else { continue };
         let t = &mapping.tables[ti];
         if t.inbound().next().is_none() {
             continue;
@@ -282,7 +299,7 @@ mod tests {
                         "fldEMAIL000000001": "a@b.nl", "fldROLE0000000001": { "id": "selX", "name": "user" } } } },
                     "changedRecordsById": { "recUSER0000000002": { "current": { "cellValuesByFieldId": { "fldBONUS000000001": 3 } } } } },
                 "tblOTHER000000001": { "createdRecordsById": { "recX": {} } } } })];
-        let p = plan(&payloads, &s, &m, true);
+        let p = plan(&payloads, &s, &m, &|_| true, true);
         assert_eq!(p.upserts.len(), 1);
         assert_eq!(p.upserts[0].fields["Order"], json!(4));
         assert!(!p.upserts[0].complete);
@@ -305,9 +322,9 @@ mod tests {
                 "recGOAL0000000003": { "current": { "cellValuesByFieldId": { "fldNAME0000000001": "x" } } } } } } }),
             json!({ "error": true, "code": "INVALID_FILTERS" }),
         ];
-        let lenient = plan(&payloads, &s, &m, false);
+        let lenient = plan(&payloads, &s, &m, &|_| true, false);
         assert!(lenient.unknown_ids);
-        let p = plan(&payloads, &s, &m, true);
+        let p = plan(&payloads, &s, &m, &|_| true, true);
         let codes: Vec<&str> = p.parked.iter().map(|x| x.code.as_str()).collect();
         assert_eq!(codes, vec!["MALFORMED_PAYLOAD", "UNKNOWN_TABLE", "UNKNOWN_FIELD"]);
         assert_eq!(p.upserts.len(), 1);

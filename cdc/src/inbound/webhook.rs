@@ -1,10 +1,14 @@
-//! The base's webhook: kept alive (created, re-created when broken, refreshed well before
-//! expiry), its pings verified, its payloads applied from the stored cursor.
+//! The base's two webhooks, each kept alive (created, re-created when broken, refreshed well
+//! before expiry), its pings verified, its payloads applied from its stored cursor:
+//! - `users`: scoped to the users table, read in the fast lane at once on every ping;
+//! - `base`: everything else, read in the bulk lane at most once a second, because every
+//!   outbound write also raises a payload here and reading each would halve the outbound
+//!   throughput.
 //!
-//! Checkpoints: `inbound.webhook` holds the hook (id, MAC secret, notification URL, the
-//! watched fields); `inbound.webhook.cursor` the next payload number, committed in the
-//! same transaction as the changes of the payloads before it. Both are readable only by
-//! the daemon's role.
+//! Checkpoints: `inbound.webhook.<kind>` holds a hook (id, MAC secret, notification URL,
+//! specification); `inbound.webhook.<kind>.cursor` its next payload number, committed in the
+//! same transaction as the changes of the payloads before it. Readable only by the daemon's
+//! role.
 
 use super::{apply::Batch, pause, payload, Inbound};
 use crate::airtable::Lane;
@@ -23,8 +27,46 @@ use sha2::Sha256;
 use std::{collections::HashSet, sync::Arc, time::Duration};
 use tokio::{sync::watch, time::Instant};
 
-const HOOK: &str = "inbound.webhook";
-const CURSOR: &str = "inbound.webhook.cursor";
+/// Which of the two hooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HookKind {
+    Users,
+    Base,
+}
+
+impl HookKind {
+    pub const ALL: [HookKind; 2] = [HookKind::Users, HookKind::Base];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HookKind::Users => "users",
+            HookKind::Base => "base",
+        }
+    }
+
+    fn lane(self) -> Lane {
+        match self {
+            HookKind::Users => Lane::Fast,
+            HookKind::Base => Lane::Bulk,
+        }
+    }
+
+    fn checkpoint(self) -> String {
+        format!("inbound.webhook.{}", self.name())
+    }
+
+    fn cursor(self) -> String {
+        format!("inbound.webhook.{}.cursor", self.name())
+    }
+
+    /// The least time between two payload reads.
+    fn gap(self) -> Duration {
+        match self {
+            HookKind::Users => Duration::ZERO,
+            HookKind::Base => Duration::from_secs(1),
+        }
+    }
+}
 /// Refresh when less than this is left of the 7 days.
 const REFRESH_BEFORE: chrono::Duration = chrono::Duration::days(5);
 
@@ -69,41 +111,50 @@ async fn notification(
         metrics::counter!("inbound_webhook_notifications_total", "mac" => "missing").increment(1);
         return StatusCode::UNAUTHORIZED;
     };
-    let hook = inbound.hook.read().await.clone();
-    let valid = hook.is_some_and(|h| verify_mac(&h.secret, &body, header));
-    if !valid {
+    let hooks = inbound.hooks.read().await.clone();
+    let valid = hooks.iter().find(|(_, h)| verify_mac(&h.secret, &body, header)).map(|(k, _)| *k);
+    let Some(kind) = valid else {
         metrics::counter!("inbound_webhook_notifications_total", "mac" => "invalid").increment(1);
         tracing::warn!("webhook notification with a bad MAC refused");
         return StatusCode::UNAUTHORIZED;
-    }
+    };
     metrics::counter!("inbound_webhook_notifications_total", "mac" => "valid").increment(1);
-    inbound.pinged.notify_one();
+    inbound.pinged(kind).notify_one();
     StatusCode::OK
 }
 
 impl Inbound {
-    /// The webhook's specification: record data of the watched (Airtable-owned) fields.
-    /// Creations and deletions are reported whatever the fields.
-    async fn spec(&self) -> Value {
-        let fields = self.schema.read().await.inbound_field_ids(self.applier.mapping());
-        let mut body = json!({ "specification": { "options": { "filters": {
-            "dataTypes": ["tableData"],
-            "watchDataInFieldIds": fields,
-        } } } });
+    /// Whether mapped table `table` is `kind`'s.
+    pub(super) fn covers(&self, kind: HookKind, table: usize) -> bool {
+        (Some(table) == self.users()) == (kind == HookKind::Users)
+    }
+
+    /// A webhook's specification: record data of the watched (Airtable-owned) fields of its
+    /// tables. Creations and deletions are reported whatever the fields.
+    async fn spec(&self, kind: HookKind) -> anyhow::Result<Value> {
+        let schema = self.schema.read().await;
+        let fields = schema.inbound_field_ids(self.applier.mapping(), |t| self.covers(kind, t));
+        let mut filters = json!({ "dataTypes": ["tableData"], "watchDataInFieldIds": fields });
+        if kind == HookKind::Users {
+            let users = self.users().and_then(|u| schema.table_id(u));
+            let Some(users) = users else { anyhow::bail!("the base has no users table") };
+            filters["recordChangeScope"] = json!(users);
+        }
+        let mut body = json!({ "specification": { "options": { "filters": filters } } });
         if let Some(url) = &self.config.webhook_public_url {
             body["notificationUrl"] = json!(url);
         }
-        body
+        Ok(body)
     }
 
     /// Makes sure the base has our webhook, working; returns true when it was (re)created,
     /// which means payloads may have been missed and a full reconcile is due.
-    pub async fn ensure_hook(&self) -> anyhow::Result<bool> {
+    pub async fn ensure_hook(&self, kind: HookKind) -> anyhow::Result<bool> {
         if self.schema.read().await.is_empty() {
             self.refresh_schema().await?;
         }
-        let spec = self.spec().await;
-        let stored = self.applier.checkpoint(HOOK).await?;
+        let spec = self.spec(kind).await?;
+        let stored = self.applier.checkpoint(&kind.checkpoint()).await?;
         let listed = self.client.webhooks(Lane::Fast).await?;
         let hooks = listed["webhooks"].as_array().cloned().unwrap_or_default();
         if let Some(s) = &stored {
@@ -132,7 +183,7 @@ impl Inbound {
                     self.client.refresh_webhook(Lane::Fast, id).await?;
                     tracing::info!(webhook = id, "refreshed the webhook");
                 }
-                *self.hook.write().await = Some(Hook { id: id.to_owned(), secret });
+                self.hooks.write().await.insert(kind, Hook { id: id.to_owned(), secret });
                 return Ok(false);
             }
             if live.is_some() {
@@ -155,29 +206,30 @@ impl Inbound {
         let secret_bytes = base64::engine::general_purpose::STANDARD.decode(secret)?;
         let mut batch = Batch::default();
         batch.checkpoints.push((
-            HOOK.into(),
+            kind.checkpoint(),
             json!({ "id": id, "secret": secret, "spec": spec["specification"], "notification_url": spec.get("notificationUrl") }),
         ));
-        batch.checkpoints.push((CURSOR.into(), json!({ "id": id, "cursor": 1 })));
+        batch.checkpoints.push((kind.cursor(), json!({ "id": id, "cursor": 1 })));
         self.applier.apply(batch).await?;
-        *self.hook.write().await = Some(Hook { id: id.to_owned(), secret: secret_bytes });
+        self.hooks.write().await.insert(kind, Hook { id: id.to_owned(), secret: secret_bytes });
         metrics::counter!("inbound_webhooks_created_total").increment(1);
-        tracing::info!(webhook = id, "created the webhook");
+        tracing::info!(webhook = id, kind = kind.name(), "created the webhook");
         Ok(true)
     }
 
     /// Reads and applies payloads from the stored cursor until Airtable has no more.
     /// Returns whether the hook reported an error (it must be re-created).
-    pub async fn drain_payloads(&self) -> anyhow::Result<bool> {
-        let Some(hook) = self.hook.read().await.clone() else { return Ok(false) };
+    pub async fn drain_payloads(&self, kind: HookKind) -> anyhow::Result<bool> {
+        let Some(hook) = self.hooks.read().await.get(&kind).cloned() else { return Ok(false) };
+        let wanted = |t: usize| self.covers(kind, t);
         let noticed = Instant::now();
         loop {
-            let stored = self.applier.checkpoint(CURSOR).await?;
+            let stored = self.applier.checkpoint(&kind.cursor()).await?;
             let cursor = stored
                 .filter(|c| c["id"] == hook.id.as_str())
                 .and_then(|c| c["cursor"].as_u64())
                 .unwrap_or(1);
-            let page = self.client.payloads(Lane::Fast, &hook.id, cursor).await?;
+            let page = self.client.payloads(kind.lane(), &hook.id, cursor).await?;
             let payloads = page["payloads"].as_array().cloned().unwrap_or_default();
             let next = page["cursor"].as_u64().unwrap_or(cursor + payloads.len() as u64);
             let more = page["mightHaveMore"].as_bool().unwrap_or(false);
@@ -201,14 +253,24 @@ impl Inbound {
                 .filter(|(_, k)| !seen.contains(*k))
                 .map(|(p, _)| p.clone())
                 .collect();
-            let mut plan =
-                payload::plan(&fresh, &*self.schema.read().await, self.applier.mapping(), false);
+            let mut plan = payload::plan(
+                &fresh,
+                &*self.schema.read().await,
+                self.applier.mapping(),
+                &wanted,
+                false,
+            );
             if plan.unknown_ids {
                 // The base changed since we read its schema: read it again, then anything
                 // still unknown is parked.
                 self.refresh_schema().await?;
-                plan =
-                    payload::plan(&fresh, &*self.schema.read().await, self.applier.mapping(), true);
+                plan = payload::plan(
+                    &fresh,
+                    &*self.schema.read().await,
+                    self.applier.mapping(),
+                    &wanted,
+                    true,
+                );
             }
             let users = self.users();
             let mut upserts = std::mem::take(&mut plan.upserts);
@@ -238,7 +300,7 @@ impl Inbound {
                     .filter(|k| !seen.contains(*k))
                     .map(|k| ("webhook".to_owned(), k.clone()))
                     .collect(),
-                checkpoints: vec![(CURSOR.into(), json!({ "id": hook.id, "cursor": next }))],
+                checkpoints: vec![(kind.cursor(), json!({ "id": hook.id, "cursor": next }))],
             };
             let applied = self.applier.apply(batch).await?;
             if has_users {
@@ -249,7 +311,7 @@ impl Inbound {
             self.stamp(&applied).await;
             if let Some(code) = plan.hook_error {
                 tracing::warn!(webhook = %hook.id, %code, "the webhook reported an error: it will be re-created");
-                *self.hook.write().await = None;
+                self.hooks.write().await.remove(&kind);
                 return Ok(true);
             }
             if !more {
@@ -260,7 +322,11 @@ impl Inbound {
 
     /// Keeps the hook alive and applies its payloads: on every ping, on a timer, and once a
     /// day checks (and refreshes) the hook itself.
-    pub(super) async fn webhook_task(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    pub(super) async fn webhook_task(
+        self: Arc<Self>,
+        kind: HookKind,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         if !self.config.webhooks {
             return;
         }
@@ -268,7 +334,7 @@ impl Inbound {
         let mut backoff = Duration::from_secs(1);
         loop {
             if checked.is_none_or(|c| c.elapsed() > Duration::from_secs(24 * 3600)) {
-                match self.ensure_hook().await {
+                match self.ensure_hook(kind).await {
                     Ok(recreated) => {
                         checked = Some(Instant::now());
                         if recreated {
@@ -285,7 +351,8 @@ impl Inbound {
                     }
                 }
             }
-            match self.drain_payloads().await {
+            let drained = Instant::now();
+            match self.drain_payloads(kind).await {
                 Ok(true) => checked = None,
                 Ok(false) => backoff = Duration::from_secs(1),
                 Err(e) => {
@@ -301,8 +368,12 @@ impl Inbound {
             if checked.is_none() {
                 continue;
             }
+            let gap = kind.gap().saturating_sub(drained.elapsed());
+            if !gap.is_zero() && !pause(&mut shutdown, gap).await {
+                return;
+            }
             tokio::select! {
-                _ = self.pinged.notified() => {}
+                _ = self.pinged(kind).notified() => {}
                 _ = tokio::time::sleep(self.config.webhook_poll) => {}
                 _ = super::stopped(&mut shutdown) => return,
             }

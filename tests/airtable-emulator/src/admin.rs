@@ -187,15 +187,15 @@ impl Admin {
         self.shared.lose_pings.store(lose, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Appends `body` as the next payload of every enabled webhook of `base`, as it is (to
-    /// test receivers against malformed or surprising payloads), and pings them.
-    pub fn push_payload(&self, base: &str, body: Value) -> Result<(), ApiError> {
+    /// Appends `body` as the next payload of webhook `hook` of `base`, as it is (to test
+    /// receivers against malformed or surprising payloads), and pings it.
+    pub fn push_payload(&self, base: &str, hook: &str, body: Value) -> Result<(), ApiError> {
         let now = self.shared.clock.now();
         let pings = {
             let mut world = lock(&self.shared.world);
             let b = world.base_mut(base)?;
             let mut pings = Vec::new();
-            for h in &mut b.webhooks {
+            for h in b.webhooks.iter_mut().filter(|h| h.id == hook) {
                 if h.push_raw(body.clone(), now) {
                     pings.push(h.id.clone());
                 }
