@@ -605,3 +605,49 @@ async fn malformed_payloads_and_unknown_fields_are_parked_and_the_rest_applied()
     assert_eq!(pending, 3, "the others stay for an operator");
     r.stop().await;
 }
+
+#[tokio::test]
+async fn webhooks_are_refreshed_before_they_expire_and_recreated_after() {
+    let db = test_db().await;
+    let (e, r) = receiving(&db, |_| {}).await;
+    let http = reqwest::Client::new();
+    let hooks = || async {
+        let v: Value = http
+            .get(format!("{}/v0/bases/{BASE}/webhooks", e.url()))
+            .bearer_auth(testkit::airtable::TOKEN)
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("json");
+        v["webhooks"].as_array().cloned().unwrap_or_default()
+    };
+    let expiry = |hooks: &[Value], id: &str| {
+        hooks
+            .iter()
+            .find(|h| h["id"] == id)
+            .and_then(|h| h["expirationTime"].as_str())
+            .map(str::to_owned)
+    };
+    let users = hook_id(&db.pool, "users").await.expect("users hook");
+    let before = expiry(&hooks().await, &users).expect("listed");
+
+    // Three days on, less than five of the seven are left: refreshed, same hook.
+    e.admin().advance_clock(chrono::Duration::days(3));
+    assert!(!r.inbound.ensure_hook(HookKind::Users).await.expect("ensure"));
+    let after = expiry(&hooks().await, &users).expect("listed");
+    assert!(after > before, "{before} -> {after}");
+
+    // Expired: a new hook replaces it, and everything is reconciled.
+    e.admin().advance_clock(chrono::Duration::days(8));
+    assert!(r.inbound.ensure_hook(HookKind::Users).await.expect("ensure"));
+    let renewed = hook_id(&db.pool, "users").await.expect("users hook");
+    assert_ne!(renewed, users);
+    let listed = hooks().await;
+    assert!(listed.iter().all(|h| h["id"] != users.as_str()), "the expired hook is deleted");
+    assert!(listed
+        .iter()
+        .any(|h| h["id"] == renewed.as_str() && h["isHookEnabled"] == json!(true)));
+    r.stop().await;
+}

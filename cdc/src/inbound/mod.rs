@@ -36,6 +36,9 @@ pub struct InboundConfig {
     /// SYNC_WEBHOOK_POLL_MS: how often payloads are read without a ping (default 5 s
     /// without a public URL, 60 s with one: pings can be lost).
     pub webhook_poll: Duration,
+    /// SYNC_WEBHOOK_BASE_GAP_MS: the least time between two reads of the `base` webhook's
+    /// payloads (every outbound write raises one there; the users webhook has no gap).
+    pub base_webhook_gap: Duration,
     /// SYNC_POLL_USERS_MS (60 s) and SYNC_POLL_MS (120 s, the other tables).
     pub users_poll: Duration,
     pub poll: Duration,
@@ -54,6 +57,7 @@ impl InboundConfig {
             webhook_public_url,
             webhooks: true,
             webhook_poll,
+            base_webhook_gap: Duration::from_secs(5),
             users_poll: Duration::from_secs(60),
             poll: Duration::from_secs(120),
             overlap: Duration::from_secs(120),
@@ -85,6 +89,7 @@ impl InboundConfig {
         let mut c = Self::new(url);
         c.webhooks = !matches!(var("SYNC_WEBHOOKS").as_deref(), Some("off" | "false" | "0"));
         c.webhook_poll = ms("SYNC_WEBHOOK_POLL_MS", c.webhook_poll)?;
+        c.base_webhook_gap = ms("SYNC_WEBHOOK_BASE_GAP_MS", c.base_webhook_gap)?;
         c.users_poll = ms("SYNC_POLL_USERS_MS", c.users_poll)?;
         c.poll = ms("SYNC_POLL_MS", c.poll)?;
         c.overlap = ms("SYNC_POLL_OVERLAP_MS", c.overlap)?;

@@ -1,9 +1,9 @@
 //! The base's two webhooks, each kept alive (created, re-created when broken, refreshed well
 //! before expiry), its pings verified, its payloads applied from its stored cursor:
 //! - `users`: scoped to the users table, read in the fast lane at once on every ping;
-//! - `base`: everything else, read in the bulk lane at most once a second, because every
+//! - `base`: everything else, read in the bulk lane at most every 5 s, because every
 //!   outbound write also raises a payload here and reading each would halve the outbound
-//!   throughput.
+//!   throughput (reference data is not urgent; its poll runs every 2 minutes).
 //!
 //! Checkpoints: `inbound.webhook.<kind>` holds a hook (id, MAC secret, notification URL,
 //! specification); `inbound.webhook.<kind>.cursor` its next payload number, committed in the
@@ -20,7 +20,6 @@ use axum::{
     Router,
 };
 use base64::Engine;
-use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -58,17 +57,7 @@ impl HookKind {
     fn cursor(self) -> String {
         format!("inbound.webhook.{}.cursor", self.name())
     }
-
-    /// The least time between two payload reads.
-    fn gap(self) -> Duration {
-        match self {
-            HookKind::Users => Duration::ZERO,
-            HookKind::Base => Duration::from_secs(1),
-        }
-    }
 }
-/// Refresh when less than this is left of the 7 days.
-const REFRESH_BEFORE: chrono::Duration = chrono::Duration::days(5);
 
 /// The live hook, for MAC checks and payload reads.
 #[derive(Clone)]
@@ -175,14 +164,10 @@ impl Inbound {
                     self.client.enable_notifications(Lane::Fast, id).await?;
                     tracing::info!(webhook = id, "re-enabled webhook notifications");
                 }
-                let expires = live["expirationTime"]
-                    .as_str()
-                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                    .map(|t| t.with_timezone(&Utc));
-                if expires.is_some_and(|e| e - Utc::now() < REFRESH_BEFORE) {
-                    self.client.refresh_webhook(Lane::Fast, id).await?;
-                    tracing::info!(webhook = id, "refreshed the webhook");
-                }
+                // Checked once a day, refreshed every time: 6 days before expiry, whatever
+                // the skew between Airtable's clock and ours.
+                let refreshed = self.client.refresh_webhook(Lane::Fast, id).await?;
+                tracing::info!(webhook = id, expires = %refreshed["expirationTime"], "refreshed the webhook");
                 self.hooks.write().await.insert(kind, Hook { id: id.to_owned(), secret });
                 return Ok(false);
             }
@@ -368,7 +353,11 @@ impl Inbound {
             if checked.is_none() {
                 continue;
             }
-            let gap = kind.gap().saturating_sub(drained.elapsed());
+            let gap = match kind {
+                HookKind::Users => Duration::ZERO,
+                HookKind::Base => self.config.base_webhook_gap,
+            }
+            .saturating_sub(drained.elapsed());
             if !gap.is_zero() && !pause(&mut shutdown, gap).await {
                 return;
             }
