@@ -4,7 +4,7 @@
 use crate::{
     config::{load_mapping, published_tables, CdcConfig},
     destination::{
-        airtable::{AirtableClient, AirtableConfig, AirtableDestination, Budget},
+        airtable::{AirtableClient, AirtableConfig, AirtableDestination},
         LogDestination, NullDestination,
     },
     inbound::{apply::Applier, Inbound, InboundConfig},
@@ -144,10 +144,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                             format!("cannot connect to {}", config.postgres.redacted_url())
                         })?;
                     // One budget for both directions; users keep one slot of each window.
-                    let budget = Arc::new(
-                        Budget::new(airtable.base_rps, airtable.token_rps, airtable.window)
-                            .with_fast_share(u32::from(airtable.base_rps >= 3)),
-                    );
+                    let budget = Arc::new(airtable.budget());
                     let inbound_config = InboundConfig::from_env()?;
                     let client = Arc::new(AirtableClient::new(airtable.clone(), budget.clone())?);
                     let applier = Arc::new(Applier::new(mapping.clone(), pool.clone()).await?);

@@ -12,7 +12,7 @@ use airtable_emulator::{Emulator, EmulatorConfig, SchemaFile};
 use anyhow::Context;
 use cdc::{
     config::{published_tables, CdcConfig},
-    destination::airtable::{AirtableClient, AirtableConfig, AirtableDestination, Budget},
+    destination::airtable::{AirtableClient, AirtableConfig, AirtableDestination},
     inbound::{apply::Applier, Inbound, InboundConfig},
     run::{shutdown_on_signals, Daemon},
 };
@@ -82,10 +82,7 @@ async fn main() -> anyhow::Result<()> {
         status_interval: Duration::from_secs(1),
         lag_interval: Duration::from_secs(5),
     };
-    let budget = Arc::new(
-        Budget::new(airtable.base_rps, airtable.token_rps, airtable.window)
-            .with_fast_share(u32::from(airtable.base_rps >= 3)),
-    );
+    let budget = Arc::new(airtable.budget());
     // Inbound: the emulator pings the daemon's listener unless WEBHOOK_PUBLIC_URL says where.
     let mut inbound_config = InboundConfig::from_env()?;
     if inbound_config.webhook_public_url.is_none() && emulator.is_some() {

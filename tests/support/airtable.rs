@@ -114,7 +114,7 @@ pub async fn start_sync(
     config: AirtableConfig,
     mapping: Arc<Mapping>,
 ) -> Syncing {
-    let budget = Arc::new(Budget::new(config.base_rps, config.token_rps, config.window));
+    let budget = Arc::new(config.budget());
     start_sync_sharing(url, slot, publication, config, mapping, budget).await
 }
 

@@ -29,7 +29,7 @@ pub async fn start_inbound(
     tweak: impl FnOnce(&mut InboundConfig),
 ) -> Receiving {
     let at = airtable_config(e);
-    let budget = Arc::new(Budget::new(at.base_rps, at.token_rps, at.window));
+    let budget = Arc::new(at.budget());
     start_inbound_sharing(url, at, budget, tweak).await
 }
 

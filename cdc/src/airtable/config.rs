@@ -15,6 +15,9 @@ pub struct AirtableConfig {
     pub base_rps: u32,
     /// AIRTABLE_TOKEN_RPS: requests per window per token (Airtable: 50 per second).
     pub token_rps: u32,
+    /// AIRTABLE_FAST_SHARE: slots of each base window kept for the users fast lane (bulk
+    /// work never uses them; at saturation that is 1/5 of the outbound rate per slot).
+    pub fast_share: u32,
     /// The window, widened by AIRTABLE_RATE_MARGIN_MS so clock and network skew never put
     /// one request too many into Airtable's own window.
     pub window: Duration,
@@ -67,6 +70,12 @@ fn number<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, Con
 }
 
 impl AirtableConfig {
+    /// The shared budget these settings describe.
+    pub fn budget(&self) -> super::Budget {
+        let share = if self.base_rps > self.fast_share { self.fast_share } else { 0 };
+        super::Budget::new(self.base_rps, self.token_rps, self.window).with_fast_share(share)
+    }
+
     pub fn new(
         api_url: impl Into<String>,
         token: impl Into<String>,
@@ -78,6 +87,7 @@ impl AirtableConfig {
             base_id: base_id.into(),
             base_rps: 5,
             token_rps: 50,
+            fast_share: 1,
             window: Duration::from_millis(1050),
             penalty: Duration::from_secs(30),
             flush_window: Duration::from_millis(250),
@@ -104,6 +114,7 @@ impl AirtableConfig {
         );
         c.base_rps = number("AIRTABLE_BASE_RPS", c.base_rps)?;
         c.token_rps = number("AIRTABLE_TOKEN_RPS", c.token_rps)?;
+        c.fast_share = number("AIRTABLE_FAST_SHARE", c.fast_share)?;
         c.window = Duration::from_millis(1000 + number("AIRTABLE_RATE_MARGIN_MS", 50u64)?);
         c.penalty = Duration::from_millis(number("AIRTABLE_PENALTY_MS", 30_000u64)?);
         c.flush_window = Duration::from_millis(number("SYNC_FLUSH_MS", 250u64)?);
