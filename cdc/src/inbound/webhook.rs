@@ -2,8 +2,8 @@
 //! before expiry), its pings verified, its payloads applied from its stored cursor:
 //! - `users`: scoped to the users table, read in the fast lane at once on every ping;
 //! - `base`: everything else, read in the bulk lane at most every 5 s, because every
-//!   outbound write also raises a payload here and reading each would halve the outbound
-//!   throughput (reference data is not urgent; its poll runs every 2 minutes).
+//!   outbound write also raises a payload here and reading each at once would cost a
+//!   request per outbound write (reference data is not urgent; its poll runs every 2 minutes).
 //!
 //! Checkpoints: `inbound.webhook.<kind>` holds a hook (id, MAC secret, notification URL,
 //! specification); `inbound.webhook.<kind>.cursor` its next payload number, committed in the
