@@ -139,6 +139,10 @@ fn pgbench(cluster: &Cluster, sql: &str) -> f64 {
         .unwrap_or_else(|| panic!("pgbench: {text}{}", String::from_utf8_lossy(&out.stderr)))
 }
 
+// The allocator the api binary runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let (cluster, url) = benches::cluster_with_database(
@@ -170,10 +174,12 @@ async fn main() {
     let pool_size: u32 =
         std::env::var("BENCH_API_POOL").ok().and_then(|v| v.parse().ok()).unwrap_or(POOL);
     pg.pool_max = pool_size;
-    let app =
-        api::Application::build(api::Config::new("127.0.0.1:0".parse().expect("addr"), pg, auth))
-            .await
-            .expect("api");
+    let mut config = api::Config::new("127.0.0.1:0".parse().expect("addr"), pg, auth);
+    if let Some(n) = std::env::var("BENCH_API_PIPELINE").ok().and_then(|v| v.parse().ok()) {
+        config.pipeline_connections = n;
+    }
+    let pipeline = config.pipeline_connections;
+    let app = api::Application::build(config).await.expect("api");
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", app.port()).parse().expect("addr");
     tokio::spawn(app.run_until_stopped());
 
@@ -215,7 +221,7 @@ async fn main() {
             },
         ]);
     }
-    println!("\nAPI hot paths: {USERS} users, {rows} usage rows, {CONNECTIONS} keep-alive connections, API pool {pool_size}, {SECONDS} s each (load generator, API and Postgres share 2 cores)\n");
+    println!("\nAPI hot paths: {USERS} users, {rows} usage rows, {CONNECTIONS} keep-alive connections, API pool {pool_size}, {pipeline} pipelined read connections, {SECONDS} s each (load generator, API and Postgres share 2 cores)\n");
     print_table(
         &[
             "endpoint",

@@ -1,7 +1,9 @@
 //! Building and running the server: `Application::build`, then `port()`, then
 //! `run_until_stopped()`.
 
-use crate::{auth::read_through::ReadThrough, middleware, routes, AppState, Config};
+use crate::{
+    auth::read_through::ReadThrough, data::pipeline::Pipeline, middleware, routes, AppState, Config,
+};
 use schema::postgres::{self, migrate::MigrationError, DbError};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -36,7 +38,8 @@ impl Application {
             .map_err(|source| StartError::Bind { addr: config.addr, source })?;
         let read_through = (!config.read_through_wait.is_zero())
             .then(|| Arc::new(ReadThrough::start(pool.clone(), config.read_through_wait)));
-        let state = AppState { pool, auth: config.auth.clone(), read_through };
+        let pipeline = Pipeline::connect(&config.postgres, config.pipeline_connections).await;
+        let state = AppState { pool, auth: config.auth.clone(), pipeline, read_through };
         let router = middleware::wrap(routes::router(state), &config);
         Ok(Self { listener, router })
     }

@@ -15,6 +15,9 @@ pub struct Config {
     pub request_timeout: Duration,
     /// MAX_BODY_BYTES
     pub max_body_bytes: usize,
+    /// PG_PIPELINE_CONNECTIONS: shared connections the hottest reads are pipelined on (0 =
+    /// the pool serves them too).
+    pub pipeline_connections: usize,
     /// READ_THROUGH_WAIT_MS: how long a login for an email Postgres lacks waits for the
     /// daemon to fetch it from Airtable; 0 turns read-through off.
     pub read_through_wait: Duration,
@@ -24,6 +27,8 @@ pub struct Config {
 pub struct AuthConfig {
     /// JWT_SECRET: HS256 key, at least 32 bytes.
     pub jwt_secret: Vec<u8>,
+    /// The verification key and rules, built once (not per request).
+    pub(crate) verifier: std::sync::Arc<(jsonwebtoken::DecodingKey, jsonwebtoken::Validation)>,
     /// ACCESS_TOKEN_TTL_SECONDS
     pub access_ttl: Duration,
     /// REFRESH_TOKEN_TTL_SECONDS
@@ -67,6 +72,7 @@ impl AuthConfig {
         }
         Ok(Self {
             jwt_secret: secret.as_bytes().to_vec(),
+            verifier: std::sync::Arc::new(crate::auth::jwt::verifier(secret.as_bytes())),
             access_ttl: Duration::from_secs(900),
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
         })
@@ -84,6 +90,7 @@ impl Config {
             request_timeout: Duration::from_secs(10),
             max_body_bytes: 64 * 1024,
             read_through_wait: Duration::from_secs(5),
+            pipeline_connections: 8,
         }
     }
 
@@ -107,6 +114,7 @@ impl Config {
         c.request_timeout = Duration::from_millis(number("REQUEST_TIMEOUT_MS", 10_000)?);
         c.max_body_bytes = number("MAX_BODY_BYTES", 64 * 1024)? as usize;
         c.read_through_wait = Duration::from_millis(number("READ_THROUGH_WAIT_MS", 5_000)?);
+        c.pipeline_connections = number("PG_PIPELINE_CONNECTIONS", 8)? as usize;
         Ok(c)
     }
 }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 pub struct AppState {
     pub pool: PgPool,
     pub auth: AuthConfig,
+    /// The hottest reads, pipelined on shared connections; None = the pool serves them.
+    pub pipeline: Option<Arc<crate::data::pipeline::Pipeline>>,
     /// Asks the daemon for users Postgres lacks at login; None = off.
     pub read_through: Option<Arc<ReadThrough>>,
 }

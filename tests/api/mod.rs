@@ -2,5 +2,6 @@
 
 mod auth;
 mod contract;
+mod pipeline;
 mod resources;
 mod schemathesis;

@@ -41,17 +41,22 @@ pub fn issue(config: &AuthConfig, user: Uuid, role: &str) -> Result<(String, i64
     issue_at(config, user, role, Utc::now())
 }
 
+/// The key and rules tokens are verified with: HS256 only, `exp` and `sub` required, no
+/// leeway (expired is expired).
+pub(crate) fn verifier(secret: &[u8]) -> (DecodingKey, Validation) {
+    let mut v = Validation::new(Algorithm::HS256);
+    v.leeway = 0;
+    v.set_required_spec_claims(&["exp", "sub"]);
+    (DecodingKey::from_secret(secret), v)
+}
+
 /// Checks signature, algorithm and expiry (no leeway: expired is expired).
 pub fn verify(config: &AuthConfig, token: &str) -> Result<Claims, ApiError> {
-    let mut validation = Validation::new(Algorithm::HS256);
-    validation.leeway = 0;
-    validation.set_required_spec_claims(&["exp", "sub"]);
-    decode::<Claims>(token, &DecodingKey::from_secret(&config.jwt_secret), &validation)
-        .map(|d| d.claims)
-        .map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                ApiError::Unauthenticated("the access token expired; refresh it")
-            }
-            _ => ApiError::Unauthenticated("invalid access token"),
-        })
+    let (key, validation) = &*config.verifier;
+    decode::<Claims>(token, key, validation).map(|d| d.claims).map_err(|e| match e.kind() {
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+            ApiError::Unauthenticated("the access token expired; refresh it")
+        }
+        _ => ApiError::Unauthenticated("invalid access token"),
+    })
 }

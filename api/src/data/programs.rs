@@ -54,11 +54,13 @@ pub struct ProgramChanges {
     pub motivation: Option<String>,
 }
 
+/// The caller's programs, newest first ($1: the caller).
+pub fn list_sql() -> String {
+    format!("{PROGRAM} WHERE p.user_id = $1 ORDER BY p.start_date DESC")
+}
+
 pub async fn list(db: impl PgExecutor<'_>, user: Uuid) -> sqlx::Result<Vec<Program>> {
-    sqlx::query_as(&format!("{PROGRAM} WHERE p.user_id = $1 ORDER BY p.start_date DESC"))
-        .bind(user)
-        .fetch_all(db)
-        .await
+    sqlx::query_as(&list_sql()).bind(user).fetch_all(db).await
 }
 
 pub async fn get(db: impl PgExecutor<'_>, user: Uuid, id: Uuid) -> sqlx::Result<Option<Program>> {

@@ -14,18 +14,16 @@ pub struct HabitUsage {
     pub date: NaiveDate,
 }
 
+/// The caller's habit days in a range ($1 caller, $2..$3 the dates).
+pub const HABITS: &str = "SELECT id, method_id, date FROM habit_usage WHERE user_id = $1 AND date BETWEEN $2 AND $3 ORDER BY date, method_id";
+
 pub async fn habits(
     db: impl PgExecutor<'_>,
     user: Uuid,
     from: NaiveDate,
     to: NaiveDate,
 ) -> sqlx::Result<Vec<HabitUsage>> {
-    sqlx::query_as("SELECT id, method_id, date FROM habit_usage WHERE user_id = $1 AND date BETWEEN $2 AND $3 ORDER BY date, method_id")
-        .bind(user)
-        .bind(from)
-        .bind(to)
-        .fetch_all(db)
-        .await
+    sqlx::query_as(HABITS).bind(user).bind(from).bind(to).fetch_all(db).await
 }
 
 /// Ticks a habit off (idempotent): the new or existing row; None when `method` is no habit.

@@ -43,6 +43,12 @@ pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,
 ) -> Result<Json<Vec<Program>>, ApiError> {
+    if let Some(rows) = match &state.pipeline {
+        Some(p) => p.programs(user.id).await,
+        None => None,
+    } {
+        return Ok(Json(rows));
+    }
     Ok(Json(db::list(&state.pool, user.id).await?))
 }
 

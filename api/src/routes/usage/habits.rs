@@ -21,6 +21,12 @@ pub async fn list(
     ApiQuery(range): ApiQuery<DateRange>,
 ) -> Result<Json<Vec<HabitUsage>>, ApiError> {
     let (from, to) = range.bounds()?;
+    if let Some(rows) = match &state.pipeline {
+        Some(p) => p.habits(user.id, from, to).await,
+        None => None,
+    } {
+        return Ok(Json(rows));
+    }
     Ok(Json(db::habits(&state.pool, user.id, from, to).await?))
 }
 
