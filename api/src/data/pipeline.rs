@@ -74,7 +74,7 @@ impl Pipeline {
         }
         let mut config = tokio_postgres::Config::from_str(&pg.url).ok()?;
         // Its own name in pg_stat_activity: these connections are long-lived and shared.
-        config.application_name(&format!("{}-pipeline", pg.application_name));
+        config.application_name(format!("{}-pipeline", pg.application_name));
         if let Some(t) = pg.query_timeout {
             config.options(format!("-c statement_timeout={}", t.as_millis()));
         }
