@@ -11,7 +11,7 @@ use testkit::{
 
 async fn pipelined(pool: &sqlx::PgPool) -> i64 {
     sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'api-test-pipeline'",
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'api-test-pipeline' AND datname = current_database()",
     )
     .fetch_one(pool)
     .await
@@ -42,7 +42,7 @@ async fn pipelined_reads_answer_like_the_pool_and_survive_a_lost_connection() {
 
     // The server drops the pipelined connections: requests fall back to the pool at once,
     // and the connections are replaced.
-    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'api-test-pipeline'")
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'api-test-pipeline' AND datname = current_database()")
         .execute(&db.pool)
         .await
         .expect("terminate");

@@ -6,7 +6,6 @@ use schema::{
     channels::{USER_LOOKUP, USER_MISSING, USER_SYNCED},
     postgres::PgPool,
 };
-use sqlx::postgres::PgListener;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
@@ -84,33 +83,8 @@ impl ReadThrough {
 }
 
 async fn listen(pool: PgPool, answers: broadcast::Sender<(String, bool)>) {
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "read-through listener cannot connect; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-                continue;
-            }
-        };
-        if let Err(e) = listener.listen_all([USER_SYNCED, USER_MISSING]).await {
-            tracing::warn!(error = %e, "cannot LISTEN for read-through answers; retrying");
-            tokio::time::sleep(backoff).await;
-            continue;
-        }
-        backoff = Duration::from_millis(200);
-        loop {
-            match listener.recv().await {
-                Ok(n) => {
-                    let _ = answers.send((n.payload().to_owned(), n.channel() == USER_SYNCED));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "read-through listener lost its connection");
-                    break;
-                }
-            }
-        }
-    }
+    schema::postgres::listen_forever(pool, &[USER_SYNCED, USER_MISSING], |channel, payload| {
+        let _ = answers.send((payload.to_owned(), channel == USER_SYNCED));
+    })
+    .await
 }

@@ -3,8 +3,7 @@
 //! the user (whose commit NOTIFYs `coach_user_synced`), or answers `coach_user_missing`.
 //! The API waits a bounded time either way.
 
-use sqlx::{postgres::PgListener, PgPool};
-use std::time::Duration;
+use sqlx::PgPool;
 use tokio::{
     sync::{mpsc, watch},
     time::Instant,
@@ -32,49 +31,17 @@ pub async fn listen(
     lookups: mpsc::Sender<Lookup>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "read-through listener cannot connect; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.wait_for(|s| *s) => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-                continue;
-            }
-        };
-        if let Err(e) = listener.listen(LOOKUP_CHANNEL).await {
-            tracing::warn!(error = %e, "cannot LISTEN for read-through lookups; retrying");
-            continue;
+    let listening = schema::postgres::listen_forever(pool, &[LOOKUP_CHANNEL], |_, payload| {
+        let email = payload.trim().to_lowercase();
+        if !plausible(&email) {
+            metrics::counter!("inbound_read_through_total", "outcome" => "invalid").increment(1);
+        } else if lookups.try_send(Lookup { email, at: Instant::now() }).is_err() {
+            metrics::counter!("inbound_read_through_total", "outcome" => "dropped").increment(1);
         }
-        backoff = Duration::from_millis(200);
-        loop {
-            let n = tokio::select! {
-                n = listener.recv() => n,
-                _ = shutdown.wait_for(|s| *s) => return,
-            };
-            match n {
-                Ok(n) => {
-                    let email = n.payload().trim().to_lowercase();
-                    if !plausible(&email) {
-                        metrics::counter!("inbound_read_through_total", "outcome" => "invalid")
-                            .increment(1);
-                        continue;
-                    }
-                    if lookups.try_send(Lookup { email, at: Instant::now() }).is_err() {
-                        metrics::counter!("inbound_read_through_total", "outcome" => "dropped")
-                            .increment(1);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "read-through listener lost its connection");
-                    break;
-                }
-            }
-        }
+    });
+    tokio::select! {
+        _ = listening => {}
+        _ = super::stopped(&mut shutdown) => {}
     }
 }
 
