@@ -649,3 +649,40 @@ async fn webhooks_are_refreshed_before_they_expire_and_recreated_after() {
         .any(|h| h["id"] == renewed.as_str() && h["isHookEnabled"] == json!(true)));
     r.stop().await;
 }
+
+#[tokio::test]
+async fn a_link_to_a_record_postgres_lacks_fetches_that_record_first() {
+    let db = test_db().await;
+    // The base hook reads once at start and then not for an hour: the new company reaches
+    // Postgres only if the user's link brings it.
+    let (e, r) = receiving(&db, |c| c.base_webhook_gap = Duration::from_secs(3600)).await;
+    let company = e
+        .admin()
+        .create_records(
+            BASE,
+            "Companies",
+            vec![json!({ "Name": "Gelinkt BV", "Code": "LINK", "Active": true })],
+        )
+        .expect("company");
+    let company = rec(&company[0]);
+    let user = e
+        .admin()
+        .create_records(
+            BASE,
+            "Users",
+            vec![json!({ "Email": "link@example.com", "Name": "Link", "Company": [company], "Role": "user", "Status": "active", "Language": "nl" })],
+        )
+        .expect("user");
+    wait_row(&db, "users", &rec(&user[0]), "t.company_id IS NOT NULL").await;
+    let company_pg = pg_id(&db.pool, "companies", &company).await.expect("the company was fetched");
+    let linked =
+        text(&db.pool, "SELECT company_id::text FROM users WHERE email = 'link@example.com'").await;
+    assert_eq!(linked, Some(company_pg.to_string()));
+    assert_eq!(
+        text(&db.pool, &format!("SELECT name FROM companies WHERE id = '{company_pg}'"))
+            .await
+            .as_deref(),
+        Some("Gelinkt BV")
+    );
+    r.stop().await;
+}
