@@ -388,7 +388,10 @@ impl Applier {
             match outcome {
                 Ok(o) => {
                     sp.commit().await?;
-                    applied_ids.push(&u.record_id);
+                    // A record's whole current state supersedes whatever was parked for it.
+                    if u.complete {
+                        applied_ids.push(&u.record_id);
+                    }
                     match o {
                         Written::Changed(id, stamp) => {
                             applied.written += 1;
@@ -436,7 +439,8 @@ impl Applier {
                 Err(e) => return Err(e.into()),
             }
         }
-        // Dead letters of records that apply now are resolved (fixed in Airtable, replayed).
+        // Dead letters of records whose whole state applies now are resolved (fixed in
+        // Airtable, then polled, reconciled or replayed).
         if !applied_ids.is_empty() {
             sqlx::query(
                 "UPDATE sync_dead_letter SET status = 'replayed', resolved_at = now()
