@@ -19,6 +19,7 @@ pub mod values;
 pub mod webhook;
 
 use crate::airtable::{AirtableClient, Lane};
+use crate::config::millis;
 use apply::{Applied, Applier, Upsert};
 use payload::BaseSchema;
 use schema::{mapping::MappedTable, postgres::ConfigError};
@@ -67,16 +68,8 @@ impl InboundConfig {
     }
 
     pub fn from_env() -> Result<Self, ConfigError> {
-        let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
-        let ms = |n: &'static str, d: Duration| -> Result<Duration, ConfigError> {
-            match var(n) {
-                None => Ok(d),
-                Some(v) => v.parse().map(Duration::from_millis).map_err(|_| ConfigError::Invalid {
-                    var: n,
-                    reason: format!("expected milliseconds, got {v:?}"),
-                }),
-            }
-        };
+        use crate::config::var;
+        let ms = |n: &'static str, d: Duration| millis(n, d.as_millis() as u64);
         let url = var("WEBHOOK_PUBLIC_URL");
         if let Some(u) = &url {
             if !(u.starts_with("https://") || u.starts_with("http://")) {

@@ -208,12 +208,15 @@ impl Inbound {
         let Some(hook) = self.hooks.read().await.get(&kind).cloned() else { return Ok(false) };
         let wanted = |t: usize| self.covers(kind, t);
         let noticed = Instant::now();
+        // Read once: every page commits its successor, so the loop knows it from there.
+        let mut cursor = self
+            .applier
+            .checkpoint(&kind.cursor())
+            .await?
+            .filter(|c| c["id"] == hook.id.as_str())
+            .and_then(|c| c["cursor"].as_u64())
+            .unwrap_or(1);
         loop {
-            let stored = self.applier.checkpoint(&kind.cursor()).await?;
-            let cursor = stored
-                .filter(|c| c["id"] == hook.id.as_str())
-                .and_then(|c| c["cursor"].as_u64())
-                .unwrap_or(1);
             let page = self.client.payloads(kind.lane(), &hook.id, cursor).await?;
             let payloads = page["payloads"].as_array().cloned().unwrap_or_default();
             let next = page["cursor"].as_u64().unwrap_or(cursor + payloads.len() as u64);
@@ -302,6 +305,7 @@ impl Inbound {
             if !more {
                 return Ok(false);
             }
+            cursor = next;
         }
     }
 

@@ -102,13 +102,7 @@ impl Store {
         let sql =
             format!("SELECT t.id, to_jsonb(t) FROM {} t WHERE t.id = ANY($1)", quote_ident(table));
         let rows: Vec<(Uuid, Value)> = sqlx::query_as(&sql).bind(ids).fetch_all(&self.pool).await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id, v)| match v {
-                Value::Object(m) => Some((id, m)),
-                _ => None,
-            })
-            .collect())
+        Ok(objects(rows))
     }
 
     /// Every id of a table (reconcile).
@@ -143,13 +137,7 @@ impl Store {
         .bind(program_ids)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id, v)| match v {
-                Value::Object(m) => Some((id, m)),
-                _ => None,
-            })
-            .collect())
+        Ok(objects(rows))
     }
 
     pub async fn dead_letter(&self, d: &DeadLetter) -> sqlx::Result<()> {
@@ -232,4 +220,14 @@ impl Store {
             .await
             .map(|_| ())
     }
+}
+
+/// Rows of `(id, to_jsonb(row))` as id -> object.
+fn objects(rows: Vec<(Uuid, Value)>) -> HashMap<Uuid, Map<String, Value>> {
+    rows.into_iter()
+        .filter_map(|(id, v)| match v {
+            Value::Object(m) => Some((id, m)),
+            _ => None,
+        })
+        .collect()
 }
