@@ -3,13 +3,10 @@
 
 use crate::{
     config::{load_mapping, published_tables, CdcConfig},
-    destination::{
-        airtable::{AirtableClient, AirtableConfig, AirtableDestination},
-        LogDestination, NullDestination,
-    },
-    inbound::{apply::Applier, Inbound, InboundConfig},
+    destination::{airtable::AirtableConfig, LogDestination, NullDestination},
+    inbound::InboundConfig,
     postgres::{self, check, publication, slot, ConnInfo},
-    run::{shutdown_on_signals, Daemon},
+    run::{airtable_sides, shutdown_on_signals, Daemon},
     telemetry::LogFormat,
 };
 use anyhow::{bail, Context};
@@ -143,16 +140,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         schema::postgres::connect(&config.postgres).await.with_context(|| {
                             format!("cannot connect to {}", config.postgres.redacted_url())
                         })?;
-                    // One budget for both directions; users keep one slot of each window.
-                    let budget = Arc::new(airtable.budget());
-                    let inbound_config = InboundConfig::from_env()?;
-                    let client = Arc::new(AirtableClient::new(airtable.clone(), budget.clone())?);
-                    let applier = Arc::new(Applier::new(mapping.clone(), pool.clone()).await?);
-                    let inbound = Inbound::new(client, applier, inbound_config);
-                    let destination = AirtableDestination::new(airtable, mapping, pool, budget)?;
-                    destination.validate_against_airtable().await.map_err(|e| {
-                        anyhow::anyhow!("the mapping does not fit the Airtable base: {e}")
-                    })?;
+                    let (destination, inbound) =
+                        airtable_sides(airtable, InboundConfig::from_env()?, mapping, pool).await?;
                     let daemon = Daemon::build_with(&config, destination, Some(inbound)).await?;
                     tracing::info!(ops = %daemon.ops_addr(), "cdc running (outbound and inbound)");
                     daemon.run_until(shutdown).await?;

@@ -5,6 +5,7 @@
 //! - [`postgres`]: slots, the publication, checks.
 
 pub mod airtable;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod destination;

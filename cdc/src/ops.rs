@@ -19,6 +19,50 @@ pub struct Ops {
     pub slot_problem: Arc<Mutex<Option<String>>>,
 }
 
+/// Registers, at 0, every counter and gauge an alert reads, so a rule sees a series from
+/// the start instead of "no data" until the first failure.
+pub fn register_metrics() {
+    let _ = prometheus();
+    for name in [
+        "cdc_reconnects_total",
+        "cdc_isolated_changes_total",
+        "cdc_transactions_total",
+        "cdc_echo_suppressed_transactions_total",
+        "airtable_rate_limited_total",
+        "sync_reconcile_runs_total",
+        "sync_coalesced_changes_total",
+        "inbound_payloads_fetched_total",
+        "inbound_duplicate_deliveries_total",
+        "inbound_webhooks_created_total",
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+    for op in ["upsert", "delete", "list", "update", "webhooks", "payloads", "meta"] {
+        metrics::counter!("airtable_retries_total", "op" => op).absolute(0);
+        metrics::counter!("airtable_unauthorized_total", "op" => op).absolute(0);
+    }
+    for direction in ["outbound", "inbound"] {
+        metrics::counter!("sync_dlq_added_total", "direction" => direction).absolute(0);
+        metrics::counter!("sync_dlq_repeats_total", "direction" => direction).absolute(0);
+    }
+    for kind in ["orphan", "duplicate", "missing"] {
+        metrics::counter!("sync_reconcile_fixed_total", "kind" => kind).absolute(0);
+    }
+    metrics::counter!("cdc_destination_paused_total", "cause" => "auth").absolute(0);
+    for task in ["webhook", "users", "bulk"] {
+        metrics::counter!("inbound_errors_total", "task" => task).absolute(0);
+    }
+    for gauge in [
+        "cdc_replication_lag_seconds",
+        "cdc_replication_lag_bytes",
+        "cdc_retained_wal_bytes",
+        "cdc_destination_paused",
+        "sync_dlq_pending",
+    ] {
+        metrics::gauge!(gauge).set(0.0);
+    }
+}
+
 /// Serves the ops endpoints, plus `extra` (the inbound webhook receiver) when given.
 pub async fn serve(
     addr: SocketAddr,
@@ -46,6 +90,12 @@ pub async fn serve(
 async fn ready(State(ops): State<Ops>) -> (StatusCode, String) {
     if let Some(problem) = ops.slot_problem.lock().unwrap_or_else(|e| e.into_inner()).clone() {
         return (StatusCode::SERVICE_UNAVAILABLE, problem);
+    }
+    if let Some(cause) = ops.stream.paused() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("sync paused: the destination refuses the daemon: {cause}"),
+        );
     }
     if !ops.stream.connected.load(Ordering::SeqCst) {
         return (

@@ -2,14 +2,16 @@
 //! signal, then finish cleanly.
 
 use crate::{
+    airtable::{AirtableClient, AirtableConfig, Lane},
     config::{load_mapping, published_tables, validate_mapping_catalog, CdcConfig, INBOUND_ORIGIN},
-    destination::Destination,
-    inbound::{webhook, Inbound},
+    destination::{airtable::AirtableDestination, Destination},
+    inbound::{apply::Applier, webhook, Inbound, InboundConfig},
     ops::{self, Ops},
     postgres::{self, publication, slot, ConnInfo},
     replication::{Stream, StreamConfig},
 };
 use anyhow::{bail, Context};
+use schema::mapping::Mapping;
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
@@ -41,7 +43,7 @@ impl<D: Destination> Daemon<D> {
         inbound: Option<Arc<Inbound>>,
     ) -> anyhow::Result<Self> {
         // Before anything is measured: metrics recorded without a recorder are lost.
-        let _ = ops::prometheus();
+        ops::register_metrics();
         let pool = schema::postgres::connect(&config.postgres)
             .await
             .with_context(|| format!("cannot connect to {}", config.postgres.redacted_url()))?;
@@ -117,6 +119,37 @@ impl<D: Destination> Daemon<D> {
         self.ops_task.abort();
         Ok(result?)
     }
+}
+
+/// Both Airtable sides of `cdc run`, wired once for the CLI and the local stack: one budget
+/// and one client for both directions, the base's schema read once (a refused token stops
+/// the start, naming the variables), the mapping checked against it.
+pub async fn airtable_sides(
+    airtable: AirtableConfig,
+    inbound_config: InboundConfig,
+    mapping: Arc<Mapping>,
+    pool: sqlx::PgPool,
+) -> anyhow::Result<(AirtableDestination, Arc<Inbound>)> {
+    let budget = Arc::new(airtable.budget());
+    let client = Arc::new(AirtableClient::new(airtable, budget)?);
+    let meta = match client.tables(Lane::Bulk).await {
+        Ok(meta) => Some(meta),
+        Err(e) if e.is_auth() => bail!("refusing to start: {e}"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the Airtable schema; starting without validating the mapping against it");
+            None
+        }
+    };
+    let applier = Arc::new(Applier::new(mapping.clone(), pool.clone()).await?);
+    let inbound = Inbound::new(client.clone(), applier, inbound_config);
+    let destination = AirtableDestination::new(client, mapping, pool);
+    if let Some(meta) = meta {
+        destination
+            .validate_against_airtable(&meta)
+            .map_err(|e| anyhow::anyhow!("the mapping does not fit the Airtable base: {e}"))?;
+        inbound.set_schema(&meta).await;
+    }
+    Ok((destination, inbound))
 }
 
 /// Samples the slot: lag, retained WAL, wal_status, safe_wal_size; readiness follows it.

@@ -12,9 +12,9 @@ use airtable_emulator::{Emulator, EmulatorConfig, SchemaFile};
 use anyhow::Context;
 use cdc::{
     config::{published_tables, CdcConfig},
-    destination::airtable::{AirtableClient, AirtableConfig, AirtableDestination},
-    inbound::{apply::Applier, Inbound, InboundConfig},
-    run::{shutdown_on_signals, Daemon},
+    destination::airtable::AirtableConfig,
+    inbound::InboundConfig,
+    run::{airtable_sides, shutdown_on_signals, Daemon},
 };
 use schema::postgres::{self, migrate, PgConfig};
 use std::{sync::Arc, time::Duration};
@@ -82,7 +82,6 @@ async fn main() -> anyhow::Result<()> {
         status_interval: Duration::from_secs(1),
         lag_interval: Duration::from_secs(5),
     };
-    let budget = Arc::new(airtable.budget());
     // Inbound: the emulator pings the daemon's listener unless WEBHOOK_PUBLIC_URL says where.
     let mut inbound_config = InboundConfig::from_env()?;
     if inbound_config.webhook_public_url.is_none() && emulator.is_some() {
@@ -95,11 +94,8 @@ async fn main() -> anyhow::Result<()> {
             ..inbound_config
         };
     }
-    let client = Arc::new(AirtableClient::new(airtable.clone(), budget.clone())?);
-    let applier = Arc::new(Applier::new(mapping.clone(), pool.clone()).await?);
-    let inbound = Inbound::new(client, applier, inbound_config);
-    let destination =
-        AirtableDestination::new(airtable.clone(), mapping.clone(), pool.clone(), budget)?;
+    let (destination, inbound) =
+        airtable_sides(airtable.clone(), inbound_config, mapping.clone(), pool.clone()).await?;
     let fresh_slot = !slot_exists(&pool, &cdc_config.slot).await?;
     let daemon = Daemon::build_with(&cdc_config, destination, Some(inbound)).await?;
     // Rows Airtable has not seen (the demo data, or everything for a fresh emulator): send

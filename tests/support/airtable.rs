@@ -3,7 +3,7 @@
 
 use airtable_emulator::{Emulator, EmulatorConfig, RateLimits, SchemaFile};
 use cdc::{
-    destination::airtable::{cells, AirtableConfig, AirtableDestination, Budget},
+    destination::airtable::{cells, AirtableClient, AirtableConfig, AirtableDestination, Budget},
     replication::{Stream, StreamError, StreamHealth},
 };
 use schema::mapping::Mapping;
@@ -129,7 +129,8 @@ pub async fn start_sync_sharing(
 ) -> Syncing {
     let pool =
         sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(url).await.expect("pool");
-    let destination = AirtableDestination::new(config, mapping, pool, budget).expect("destination");
+    let client = Arc::new(AirtableClient::new(config, budget).expect("client"));
+    let destination = AirtableDestination::new(client, mapping, pool);
     let stream = Stream::new(crate::cdc::stream_config(url, slot, publication), destination);
     let health = stream.health();
     let (shutdown, rx) = watch::channel(false);

@@ -1,12 +1,36 @@
 //! Postgres values (as JSON) to Airtable cells, by the mapped field type.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Utc};
 use serde_json::{json, Value};
 
-/// A value the field type cannot hold.
+/// Airtable's text fields hold at most this many characters (long text's documented limit;
+/// the API answers a longer value with a rejection of the whole batch).
+pub const MAX_TEXT_CHARS: usize = 100_000;
+
+/// Airtable dates are ISO 8601 with a four-digit year.
+const YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
+
+/// Why a Postgres value cannot become a cell.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct CellError(pub String);
+pub enum CellError {
+    /// The field type cannot hold this value (infinity, NaN, a year past 9999, text past
+    /// [`MAX_TEXT_CHARS`], a string in a checkbox): the row is dead-lettered, the rest syncs.
+    #[error("{0}")]
+    Unrepresentable(String),
+    /// The mapping names a field type this build does not write (refused at start).
+    #[error("unsupported field type {0}")]
+    UnsupportedType(String),
+}
+
+impl CellError {
+    /// The stable dead-letter code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CellError::Unrepresentable(_) => "UNREPRESENTABLE_VALUE",
+            CellError::UnsupportedType(_) => "UNSUPPORTED_FIELD_TYPE",
+        }
+    }
+}
 
 fn text(v: &Value, sep: &str) -> String {
     match v {
@@ -18,7 +42,24 @@ fn text(v: &Value, sep: &str) -> String {
     }
 }
 
-/// `2026-11-21T07:30:00.123+00:00` (to_jsonb) or `…Z` (the stream) -> `…000Z` UTC.
+/// `2026-11-21` with a year Airtable holds; a timestamp's date part counts.
+fn date(s: &str) -> Option<NaiveDate> {
+    if s.ends_with("BC") {
+        return None;
+    }
+    let day = match s.char_indices().nth(10) {
+        Some((i, 'T' | ' ')) if s[i + 1..].starts_with(|c: char| c.is_ascii_digit()) => &s[..i],
+        Some(_) => return None,
+        None => s,
+    };
+    if day.len() != 10 || !day.as_bytes()[..4].iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    NaiveDate::parse_from_str(day, "%Y-%m-%d").ok().filter(|d| YEARS.contains(&d.year()))
+}
+
+/// `2026-11-21T07:30:00.123+00:00` (to_jsonb) or `…Z` (the stream) -> `…000Z` UTC, with a
+/// year Airtable holds.
 fn date_time(s: &str) -> Option<String> {
     let t = DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).ok().or_else(|| {
         ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
@@ -26,7 +67,18 @@ fn date_time(s: &str) -> Option<String> {
             .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
             .map(|t| t.and_utc())
     })?;
-    Some(t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+    YEARS.contains(&t.year()).then(|| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+}
+
+/// Text within Airtable's limit.
+fn bounded(s: String, kind: &str) -> Result<Value, CellError> {
+    let n = s.chars().count();
+    if n > MAX_TEXT_CHARS {
+        return Err(CellError::Unrepresentable(format!(
+            "{n} characters do not fit a {kind} field (at most {MAX_TEXT_CHARS})"
+        )));
+    }
+    Ok(Value::String(s))
 }
 
 /// The cell for a non-link field of type `kind`.
@@ -34,10 +86,18 @@ pub fn cell(kind: &str, v: &Value) -> Result<Value, CellError> {
     if v.is_null() {
         return Ok(Value::Null);
     }
-    let bad = || CellError(format!("{v} does not fit a {kind} field"));
+    let bad = || {
+        let mut shown = v.to_string();
+        if shown.len() > 80 {
+            shown = format!("{}…", shown.chars().take(80).collect::<String>());
+        }
+        CellError::Unrepresentable(format!("{shown} does not fit a {kind} field"))
+    };
     Ok(match kind {
-        "singleLineText" | "email" | "url" | "phoneNumber" | "singleSelect" => json!(text(v, ", ")),
-        "multilineText" => json!(text(v, "\n")),
+        "singleLineText" | "email" | "url" | "phoneNumber" | "singleSelect" => {
+            bounded(text(v, ", "), kind)?
+        }
+        "multilineText" => bounded(text(v, "\n"), kind)?,
         "number" => match v {
             Value::Number(_) => v.clone(),
             Value::String(s) => s
@@ -53,9 +113,7 @@ pub fn cell(kind: &str, v: &Value) -> Result<Value, CellError> {
             _ => return Err(bad()),
         },
         "date" => {
-            let s = v.as_str().ok_or_else(bad)?;
-            let d = NaiveDate::parse_from_str(s.get(..10).unwrap_or(s), "%Y-%m-%d")
-                .map_err(|_| bad())?;
+            let d = date(v.as_str().ok_or_else(bad)?).ok_or_else(bad)?;
             json!(d.format("%Y-%m-%d").to_string())
         }
         "dateTime" => json!(date_time(v.as_str().ok_or_else(bad)?).ok_or_else(bad)?),
@@ -65,7 +123,7 @@ pub fn cell(kind: &str, v: &Value) -> Result<Value, CellError> {
             }
             _ => json!([text(v, ", ")]),
         },
-        _ => return Err(CellError(format!("unsupported field type {kind}"))),
+        _ => return Err(CellError::UnsupportedType(kind.to_owned())),
     })
 }
 
@@ -101,7 +159,44 @@ mod tests {
         assert_eq!(cell("email", &Value::Null).expect("ok"), Value::Null);
         assert!(cell("checkbox", &json!("yes")).is_err());
         assert!(cell("date", &json!("soon")).is_err());
+        assert_eq!(
+            cell("date", &json!("2026-11-21T07:30:00.000Z")).expect("ok"),
+            json!("2026-11-21")
+        );
         assert_eq!(link_ids(&json!(["00000000-0000-4000-8000-000000000001"])).len(), 1);
         assert_eq!(link_ids(&json!("00000000-0000-4000-8000-000000000001")).len(), 1);
+    }
+
+    #[test]
+    fn values_airtable_cannot_hold_are_unrepresentable() {
+        let unrepresentable = |kind: &str, v: Value| match cell(kind, &v) {
+            Err(e @ CellError::Unrepresentable(_)) => e.code(),
+            other => panic!("{kind} {v}: {other:?}"),
+        };
+        for v in [
+            "infinity",
+            "-infinity",
+            "+10000-01-01",
+            "10000-01-01",
+            "-0043-03-15",
+            "0044-03-15 BC",
+            "0000-01-01",
+        ] {
+            assert_eq!(unrepresentable("date", json!(v)), "UNREPRESENTABLE_VALUE");
+        }
+        for v in ["infinity", "+10000-01-01T00:00:00.000Z", "-0043-03-15T10:00:00.000Z"] {
+            assert_eq!(unrepresentable("dateTime", json!(v)), "UNREPRESENTABLE_VALUE");
+        }
+        for v in ["NaN", "Infinity", "-Infinity", &"9".repeat(400)] {
+            assert_eq!(unrepresentable("number", json!(v)), "UNREPRESENTABLE_VALUE");
+        }
+        let long = "x".repeat(MAX_TEXT_CHARS + 1);
+        assert_eq!(unrepresentable("multilineText", json!(long)), "UNREPRESENTABLE_VALUE");
+        assert_eq!(unrepresentable("singleLineText", json!(long)), "UNREPRESENTABLE_VALUE");
+        // The limit itself fits, counted in characters, not bytes.
+        assert!(cell("multilineText", &json!("é".repeat(MAX_TEXT_CHARS))).is_ok());
+        assert_eq!(cell("date", &json!("9999-12-31")).expect("ok"), json!("9999-12-31"));
+        assert_eq!(cell("date", &json!("0001-01-01")).expect("ok"), json!("0001-01-01"));
+        assert_eq!(cell("rating", &json!(1)).map_err(|e| e.code()), Err("UNSUPPORTED_FIELD_TYPE"));
     }
 }

@@ -7,7 +7,7 @@ use crate::airtable::{
     config::AirtableConfig,
 };
 use rand::Rng;
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{json, Map, Value};
 use std::{sync::Arc, time::Duration, time::Instant};
 
@@ -17,6 +17,10 @@ pub enum AirtableError {
     /// Airtable refused the request (4xx): retrying cannot help.
     #[error("Airtable answered {status}: {kind}: {message}")]
     Rejected { status: u16, kind: String, message: String },
+    /// Airtable refused the daemon itself: a bad or revoked token, missing scopes, a base the
+    /// token cannot see, the plan's monthly quota. No record is at fault.
+    #[error("Airtable refused the daemon ({status} {kind}: {message}); check AIRTABLE_TOKEN (scopes data.records:read, data.records:write, schema.bases:read, webhook:manage) and AIRTABLE_BASE_ID")]
+    Unauthorized { status: u16, kind: String, message: String },
     /// Transient failures outlasted every attempt.
     #[error("gave up after {attempts} attempts: {last}")]
     Exhausted { attempts: u32, last: String },
@@ -26,22 +30,57 @@ impl AirtableError {
     /// The Airtable error type (or a stable code of ours) for dead-letter rows.
     pub fn code(&self) -> String {
         match self {
-            AirtableError::Rejected { kind, .. } => kind.clone(),
+            AirtableError::Rejected { kind, .. } | AirtableError::Unauthorized { kind, .. } => {
+                kind.clone()
+            }
             AirtableError::Exhausted { .. } => "RETRIES_EXHAUSTED".into(),
         }
     }
 
     pub fn attempts(&self) -> u32 {
         match self {
-            AirtableError::Rejected { .. } => 1,
+            AirtableError::Rejected { .. } | AirtableError::Unauthorized { .. } => 1,
             AirtableError::Exhausted { attempts, .. } => *attempts,
         }
+    }
+
+    /// The daemon is refused (see [`AirtableError::Unauthorized`]).
+    pub fn is_auth(&self) -> bool {
+        matches!(self, AirtableError::Unauthorized { .. })
     }
 
     /// The record (or table) is not there: success for a delete.
     pub fn is_gone(&self) -> bool {
         matches!(self, AirtableError::Rejected { status: 404, .. })
             || matches!(self, AirtableError::Rejected { kind, .. } if kind == "ROW_DOES_NOT_EXIST" || kind == "MODEL_ID_NOT_FOUND")
+    }
+}
+
+/// What a response means for the request that got it (the client's whole retry logic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Success,
+    /// 429 on the per-second limits: wait out the penalty (never probe it), then retry.
+    RateLimited,
+    /// 5xx: retry with backoff (after `Retry-After` when given).
+    Retry,
+    /// The daemon itself is refused: 401, 403, the monthly quota's 429. Retrying the same
+    /// request now cannot help, and no record is at fault.
+    Unauthorized,
+    /// Any other 4xx: this request is refused; retrying cannot help.
+    Rejected,
+}
+
+/// Classifies a response by its status and Airtable's error type. Pure, so it is tested on
+/// its own.
+pub fn classify(status: u16, kind: &str) -> Verdict {
+    match status {
+        200..=299 => Verdict::Success,
+        429 if kind == "PUBLIC_API_BILLING_LIMIT_EXCEEDED" => Verdict::Unauthorized,
+        429 => Verdict::RateLimited,
+        401 | 403 => Verdict::Unauthorized,
+        500..=599 => Verdict::Retry,
+        _ => Verdict::Rejected,
     }
 }
 
@@ -92,6 +131,10 @@ impl AirtableClient {
             .pool_max_idle_per_host(16)
             .build()?;
         Ok(Self { http, config, budget })
+    }
+
+    pub fn config(&self) -> &AirtableConfig {
+        &self.config
     }
 
     pub fn budget(&self) -> &Arc<Budget> {
@@ -178,33 +221,46 @@ impl AirtableClient {
                 Err(reason) => last = reason,
                 Ok((status, retry_after, text)) => {
                     let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-                    if status.is_success() {
-                        return Ok(if text.trim().is_empty() { Value::Null } else { json });
-                    }
-                    if status == StatusCode::TOO_MANY_REQUESTS {
-                        metrics::counter!("airtable_rate_limited_total").increment(1);
-                        let penalty = retry_after
-                            .map(Duration::from_secs)
-                            .unwrap_or_default()
-                            .max(self.config.penalty);
-                        tracing::warn!(?penalty, "Airtable rate limit: pausing the base");
-                        self.budget.penalize(penalty);
-                        last = "429 rate limited".into();
-                        continue;
-                    }
-                    if status.is_server_error() {
-                        last = format!("{status}");
-                        if let Some(secs) = retry_after {
-                            tokio::time::sleep(Duration::from_secs(secs)).await;
+                    let (kind, message) =
+                        if status.is_success() { Default::default() } else { error_kind(&json) };
+                    match classify(status.as_u16(), &kind) {
+                        Verdict::Success => {
+                            return Ok(if text.trim().is_empty() { Value::Null } else { json })
+                        }
+                        Verdict::RateLimited => {
+                            metrics::counter!("airtable_rate_limited_total").increment(1);
+                            let penalty = retry_after
+                                .map(Duration::from_secs)
+                                .unwrap_or_default()
+                                .max(self.config.penalty);
+                            tracing::warn!(?penalty, "Airtable rate limit: pausing the base");
+                            self.budget.penalize(penalty);
+                            last = "429 rate limited".into();
                             continue;
                         }
-                    } else {
-                        let (kind, message) = error_kind(&json);
-                        return Err(AirtableError::Rejected {
-                            status: status.as_u16(),
-                            kind,
-                            message,
-                        });
+                        Verdict::Retry => {
+                            last = format!("{status}");
+                            if let Some(secs) = retry_after {
+                                tokio::time::sleep(Duration::from_secs(secs)).await;
+                                continue;
+                            }
+                        }
+                        Verdict::Unauthorized => {
+                            metrics::counter!("airtable_unauthorized_total", "op" => op)
+                                .increment(1);
+                            return Err(AirtableError::Unauthorized {
+                                status: status.as_u16(),
+                                kind,
+                                message,
+                            });
+                        }
+                        Verdict::Rejected => {
+                            return Err(AirtableError::Rejected {
+                                status: status.as_u16(),
+                                kind,
+                                message,
+                            })
+                        }
                     }
                 }
             }
@@ -457,6 +513,28 @@ mod tests {
             "RATE_LIMIT_REACHED"
         );
         assert_eq!(error_kind(&Value::Null).0, "UNEXPECTED_ERROR");
+    }
+
+    #[test]
+    fn responses_are_classified_by_status_and_type() {
+        assert_eq!(classify(200, ""), Verdict::Success);
+        assert_eq!(classify(429, "RATE_LIMIT_REACHED"), Verdict::RateLimited);
+        assert_eq!(classify(429, "PUBLIC_API_BILLING_LIMIT_EXCEEDED"), Verdict::Unauthorized);
+        assert_eq!(classify(401, "AUTHENTICATION_REQUIRED"), Verdict::Unauthorized);
+        assert_eq!(classify(403, "INVALID_PERMISSIONS_OR_MODEL_NOT_FOUND"), Verdict::Unauthorized);
+        assert_eq!(classify(403, "INVALID_PERMISSIONS"), Verdict::Unauthorized);
+        for status in [500, 502, 503, 504] {
+            assert_eq!(classify(status, "UNEXPECTED_ERROR"), Verdict::Retry);
+        }
+        for (status, kind) in [
+            (404, "MODEL_ID_NOT_FOUND"),
+            (413, "UNKNOWN"),
+            (422, "INVALID_VALUE_FOR_COLUMN"),
+            (422, "ROW_DOES_NOT_EXIST"),
+            (400, "UNKNOWN"),
+        ] {
+            assert_eq!(classify(status, kind), Verdict::Rejected, "{status} {kind}");
+        }
     }
 
     #[test]

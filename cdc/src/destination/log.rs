@@ -1,4 +1,4 @@
-use super::{Destination, DestinationError};
+use super::{Destination, DestinationError, Poison};
 use crate::replication::{Event, Lsn};
 use serde_json::json;
 use std::io::Write;
@@ -38,7 +38,7 @@ impl Destination for LogDestination {
             }
         };
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{line}").map_err(|e| DestinationError(format!("stdout: {e}")))?;
+        writeln!(out, "{line}").map_err(|e| DestinationError::retry(format!("stdout: {e}")))?;
         if let Event::Message { transactional: false, lsn, .. } = event {
             self.last_commit = self.last_commit.max(lsn);
         }
@@ -46,12 +46,24 @@ impl Destination for LogDestination {
     }
 
     async fn flush(&mut self) -> Result<(), DestinationError> {
-        std::io::stdout().flush().map_err(|e| DestinationError(format!("stdout: {e}")))?;
+        std::io::stdout().flush().map_err(|e| DestinationError::retry(format!("stdout: {e}")))?;
         self.acked = self.last_commit;
         Ok(())
     }
 
     fn acknowledged(&self) -> Lsn {
         self.acked
+    }
+
+    async fn isolate(&mut self, poison: Poison) -> Result<(), DestinationError> {
+        let line = json!({
+            "op": "isolated",
+            "table": poison.table,
+            "transaction": poison.transaction.to_string(),
+            "ordinal": poison.ordinal,
+            "reason": poison.reason,
+        });
+        writeln!(std::io::stdout().lock(), "{line}")
+            .map_err(|e| DestinationError::retry(format!("stdout: {e}")))
     }
 }

@@ -12,11 +12,88 @@ pub use null::NullDestination;
 use crate::replication::{Event, Lsn};
 use std::future::Future;
 
-/// A destination's failure. The stream restarts its session from the slot's confirmed
-/// position, so everything not acknowledged is delivered again.
+/// What the stream does about a destination's failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Transient (Postgres or the destination unreachable, overloaded): the stream restarts
+    /// its session after a backoff, and everything unacknowledged is handed again.
+    Retry,
+    /// The destination refuses the daemon itself (credentials, permissions, a base that is
+    /// not there): nothing is dead-lettered and nothing confirmed; the stream pauses, reports
+    /// not ready with this cause, and retries with backoff until it works again.
+    Auth,
+    /// This one change cannot be handled. Handed again a bounded number of times, then the
+    /// stream isolates it ([`Destination::isolate`]) and goes on.
+    BadChange,
+    /// Nothing will work until an operator acts: the stream stops with the message.
+    Fatal,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Retry => "retry",
+            ErrorKind::Auth => "auth",
+            ErrorKind::BadChange => "bad_change",
+            ErrorKind::Fatal => "fatal",
+        }
+    }
+}
+
+/// A destination's failure: its kind decides what the stream does.
 #[derive(Debug, thiserror::Error)]
-#[error("destination failed: {0}")]
-pub struct DestinationError(pub String);
+#[error("{message}")]
+pub struct DestinationError {
+    pub kind: ErrorKind,
+    pub message: String,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl DestinationError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into(), source: None }
+    }
+
+    pub fn retry(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Retry, message)
+    }
+
+    pub fn auth(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Auth, message)
+    }
+
+    pub fn bad_change(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadChange, message)
+    }
+
+    pub fn with_source(mut self, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(e));
+        self
+    }
+}
+
+/// Postgres failing under a destination is transient: the session restarts.
+impl From<sqlx::Error> for DestinationError {
+    fn from(e: sqlx::Error) -> Self {
+        DestinationError::retry(format!("postgres: {e}")).with_source(e)
+    }
+}
+
+/// A change the stream gave up on: it failed the same way on every delivery, or could not be
+/// decoded. What is known of it travels along.
+#[derive(Debug, Clone)]
+pub struct Poison {
+    /// The table, when the change got that far.
+    pub table: Option<String>,
+    /// The row as decoded (JSON), or the raw message (hex) when decoding failed.
+    pub payload: serde_json::Value,
+    /// Commit LSN of its transaction, and its position in it (0-based).
+    pub transaction: Lsn,
+    pub ordinal: u64,
+    pub attempts: u32,
+    pub reason: String,
+}
 
 /// A sink for committed changes.
 ///
@@ -47,4 +124,11 @@ pub trait Destination: Send {
 
     /// See the contract.
     fn acknowledged(&self) -> Lsn;
+
+    /// Records a change the stream isolated (see [`Poison`]) durably, so it can be looked at
+    /// and replayed; the stream then goes on with the rest of the transaction.
+    fn isolate(
+        &mut self,
+        poison: Poison,
+    ) -> impl Future<Output = Result<(), DestinationError>> + Send;
 }

@@ -1,4 +1,4 @@
-use super::{Destination, DestinationError};
+use super::{Destination, DestinationError, Poison};
 use crate::replication::{Event, Lsn};
 use std::sync::{
     atomic::{AtomicU64, Ordering},
@@ -34,5 +34,10 @@ impl Destination for NullDestination {
 
     fn acknowledged(&self) -> Lsn {
         self.acked
+    }
+
+    async fn isolate(&mut self, poison: Poison) -> Result<(), DestinationError> {
+        tracing::warn!(table = ?poison.table, reason = %poison.reason, "isolated a change (discarded)");
+        Ok(())
     }
 }

@@ -11,7 +11,13 @@
 //!   sync_dead_letter (direction inbound) with its raw payload, and the rest commits.
 
 use super::values::{row_values, Columns, LinkShape, ValueError};
-use crate::{config::INBOUND_ORIGIN, postgres::quote_ident};
+use crate::{
+    config::INBOUND_ORIGIN,
+    postgres::{
+        dead_letter::{self, DeadLetter, Direction},
+        quote_ident,
+    },
+};
 use chrono::{DateTime, Utc};
 use schema::mapping::{MappedTable, Mapping};
 use serde_json::{json, Map, Value};
@@ -701,17 +707,16 @@ async fn map_record<'e, E: sqlx::PgExecutor<'e>>(
 
 async fn park<'e, E: sqlx::PgExecutor<'e>>(db: E, p: &Parked) -> sqlx::Result<()> {
     tracing::warn!(table = ?p.table, record = ?p.record_id, code = %p.code, message = %p.message, "inbound change parked in the dead-letter queue");
-    sqlx::query(
-        "INSERT INTO sync_dead_letter (direction, table_name, airtable_record_id, operation, payload, error_code, error_message)
-         VALUES ('inbound', $1, $2, $3, $4, $5, $6)",
-    )
-    .bind(&p.table)
-    .bind(&p.record_id)
-    .bind(p.operation)
-    .bind(&p.payload)
-    .bind(&p.code)
-    .bind(&p.message)
-    .execute(db)
-    .await
-    .map(|_| ())
+    let d = DeadLetter {
+        direction: Direction::Inbound,
+        table: p.table.clone(),
+        pg_id: None,
+        record_id: p.record_id.clone(),
+        operation: p.operation,
+        payload: p.payload.clone(),
+        code: p.code.clone(),
+        message: p.message.clone(),
+        attempts: 1,
+    };
+    dead_letter::add(db, &d).await.map(|_| ())
 }

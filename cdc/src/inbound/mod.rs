@@ -98,6 +98,7 @@ pub struct Inbound {
     applier: Arc<Applier>,
     config: InboundConfig,
     schema: RwLock<BaseSchema>,
+    schema_known: RwLock<bool>,
     hooks: RwLock<std::collections::HashMap<webhook::HookKind, webhook::Hook>>,
     /// A verified ping arrived: read that hook's payloads now.
     pinged_users: Notify,
@@ -117,6 +118,7 @@ impl Inbound {
             applier,
             config,
             schema: RwLock::new(BaseSchema::default()),
+            schema_known: RwLock::new(false),
             hooks: RwLock::new(Default::default()),
             pinged_users: Notify::new(),
             pinged_base: Notify::new(),
@@ -160,9 +162,15 @@ impl Inbound {
         f
     }
 
+    /// Takes the base's schema as read at start (one Meta API read serves both directions).
+    pub async fn set_schema(&self, meta: &Value) {
+        *self.schema.write().await = BaseSchema::from_meta(meta, self.applier.mapping());
+        *self.schema_known.write().await = true;
+    }
+
     async fn refresh_schema(&self) -> Result<(), crate::airtable::AirtableError> {
         let meta = self.client.tables(Lane::Fast).await?;
-        *self.schema.write().await = BaseSchema::from_meta(&meta, self.applier.mapping());
+        self.set_schema(&meta).await;
         Ok(())
     }
 
@@ -233,8 +241,10 @@ impl Inbound {
 
     /// Runs every inbound task until `shutdown` turns true.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
-        if let Err(e) = self.refresh_schema().await {
-            tracing::warn!(error = %e, "cannot read the Airtable schema yet; webhooks wait for it");
+        if !*self.schema_known.read().await {
+            if let Err(e) = self.refresh_schema().await {
+                tracing::warn!(error = %e, "cannot read the Airtable schema yet; webhooks wait for it");
+            }
         }
         let (lookups_tx, lookups_rx) = tokio::sync::mpsc::channel(256);
         let tasks = vec![

@@ -1,6 +1,7 @@
 //! The logical replication source: pgoutput decoding, typed events, and the stream that
 //! hands committed changes to a destination and confirms what it acknowledged.
 
+mod diagnose;
 mod event;
 pub mod pgoutput;
 mod relations;

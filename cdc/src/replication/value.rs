@@ -52,7 +52,9 @@ fn array_element(type_oid: u32) -> Option<u32> {
     })
 }
 
-/// A typed column value.
+/// A typed column value. Decoding is total: every text Postgres can send for a column becomes
+/// a value, so no stored value can stop the stream (what a destination cannot hold is its
+/// call, row by row).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Null,
@@ -60,11 +62,13 @@ pub enum Value {
     Unchanged,
     Bool(bool),
     Int(i64),
+    /// Any float, `NaN` and `±Infinity` included.
     Float(f64),
-    /// Kept as text: numeric has more precision than any float.
+    /// Kept as text: numeric has more precision than any float (and `NaN`, `±Infinity`).
     Numeric(String),
     Text(String),
     Uuid(Uuid),
+    /// BC dates and years past 9999 included (as far as chrono reaches: ±262,142).
     Date(NaiveDate),
     Time(NaiveTime),
     Timestamp(NaiveDateTime),
@@ -74,9 +78,13 @@ pub enum Value {
     /// A value of a user-defined enum (announced by a Type message).
     Enum(String),
     Array(Vec<Value>),
+    /// A value its type's typed form cannot hold, as the server's text: `infinity` and
+    /// `-infinity` dates and timestamps, years beyond chrono's range, `24:00:00`, a JSON
+    /// number beyond f64. It reaches a destination as that text.
+    Special(String),
 }
 
-/// Why a value's text does not parse as its column type.
+/// Why a value's text does not parse as its column type's typed form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("value {text:?} is not a valid {type_name}")]
 pub struct ValueError {
@@ -85,9 +93,19 @@ pub struct ValueError {
 }
 
 impl Value {
-    /// Parses pgoutput text `t` of a column with `type_oid`; `is_enum` tells user types
-    /// announced as enums apart from unknown ones (kept as text).
-    pub fn from_text(
+    /// Decodes pgoutput text `t` of a column with `type_oid`; `is_enum` tells user types
+    /// announced as enums apart from unknown ones (kept as text). Total: a text the typed
+    /// parsers refuse (Postgres sends none, but a new server version might) is kept as
+    /// [`Value::Special`] and counted, never an error.
+    pub fn from_text(type_oid: u32, t: &str, is_enum: &dyn Fn(u32) -> bool) -> Value {
+        Value::parse(type_oid, t, is_enum).unwrap_or_else(|e| {
+            metrics::counter!("cdc_values_untyped_total", "type" => e.type_name).increment(1);
+            Value::Special(t.to_owned())
+        })
+    }
+
+    /// The strict parser behind [`Value::from_text`]: the typed form, or why not.
+    pub fn parse(
         type_oid: u32,
         t: &str,
         is_enum: &dyn Fn(u32) -> bool,
@@ -112,28 +130,38 @@ impl Value {
                 _ => t.parse().map_err(|_| bad("float"))?,
             }),
             oid::NUMERIC => {
-                let ok = t == "NaN"
-                    || t.trim_start_matches('-').chars().all(|c| c.is_ascii_digit() || c == '.');
-                if !ok || t.is_empty() {
+                let digits = t.strip_prefix('-').unwrap_or(t);
+                let ok = matches!(t, "NaN" | "Infinity" | "-Infinity")
+                    || (!digits.is_empty()
+                        && digits.chars().all(|c| c.is_ascii_digit() || c == '.')
+                        && digits.chars().filter(|c| *c == '.').count() <= 1);
+                if !ok {
                     return Err(bad("numeric"));
                 }
                 Value::Numeric(t.to_owned())
             }
             oid::TEXT | oid::VARCHAR | oid::BPCHAR => Value::Text(t.to_owned()),
             oid::UUID => Value::Uuid(Uuid::parse_str(t).map_err(|_| bad("uuid"))?),
-            oid::DATE => {
-                Value::Date(NaiveDate::parse_from_str(t, "%Y-%m-%d").map_err(|_| bad("date"))?)
-            }
-            oid::TIME => {
-                Value::Time(NaiveTime::parse_from_str(t, "%H:%M:%S%.f").map_err(|_| bad("time"))?)
-            }
-            oid::TIMESTAMP => Value::Timestamp(
-                NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f")
-                    .map_err(|_| bad("timestamp"))?,
-            ),
-            oid::TIMESTAMPTZ => {
-                Value::TimestampTz(parse_timestamptz(t).ok_or_else(|| bad("timestamptz"))?)
-            }
+            oid::DATE => match t {
+                "infinity" | "-infinity" => Value::Special(t.to_owned()),
+                _ => Value::Date(temporal::date(t).ok_or_else(|| bad("date"))?),
+            },
+            oid::TIME => match NaiveTime::parse_from_str(t, "%H:%M:%S%.f") {
+                Ok(v) => Value::Time(v),
+                // The one time chrono has no form for.
+                Err(_) if t == "24:00:00" => Value::Special(t.to_owned()),
+                Err(_) => return Err(bad("time")),
+            },
+            oid::TIMESTAMP => match t {
+                "infinity" | "-infinity" => Value::Special(t.to_owned()),
+                _ => Value::Timestamp(temporal::timestamp(t).ok_or_else(|| bad("timestamp"))?),
+            },
+            oid::TIMESTAMPTZ => match t {
+                "infinity" | "-infinity" => Value::Special(t.to_owned()),
+                _ => {
+                    Value::TimestampTz(temporal::timestamptz(t).ok_or_else(|| bad("timestamptz"))?)
+                }
+            },
             oid::JSON | oid::JSONB => {
                 Value::Json(serde_json::from_str(t).map_err(|_| bad("json"))?)
             }
@@ -148,22 +176,27 @@ impl Value {
         })
     }
 
-    /// The value as JSON, as a destination would write it (dates as ISO strings).
+    /// The value as JSON, as a destination would write it: dates as ISO strings (years past
+    /// 9999 and BC years in ISO 8601's expanded form, `+10000-01-01`, `-0043-03-15`); a float
+    /// JSON has no number for, and any [`Value::Special`], as its Postgres text.
     pub fn to_json(&self) -> Json {
         match self {
             Value::Null | Value::Unchanged => Json::Null,
             Value::Bool(b) => Json::Bool(*b),
             Value::Int(i) => Json::from(*i),
-            Value::Float(f) => {
-                serde_json::Number::from_f64(*f).map(Json::Number).unwrap_or(Json::Null)
-            }
+            Value::Float(f) => match serde_json::Number::from_f64(*f) {
+                Some(n) => Json::Number(n),
+                None if f.is_nan() => Json::String("NaN".into()),
+                None if *f > 0.0 => Json::String("Infinity".into()),
+                None => Json::String("-Infinity".into()),
+            },
             Value::Numeric(s) => s
                 .parse::<f64>()
                 .ok()
                 .and_then(serde_json::Number::from_f64)
                 .map(Json::Number)
                 .unwrap_or_else(|| Json::String(s.clone())),
-            Value::Text(s) | Value::Enum(s) => Json::String(s.clone()),
+            Value::Text(s) | Value::Enum(s) | Value::Special(s) => Json::String(s.clone()),
             Value::Uuid(u) => Json::String(u.to_string()),
             Value::Date(d) => Json::String(d.format("%Y-%m-%d").to_string()),
             Value::Time(t) => Json::String(t.format("%H:%M:%S").to_string()),
@@ -176,22 +209,59 @@ impl Value {
     }
 }
 
-/// `2026-11-21 07:30:00.123+00`, `…+05:30`, `…-08`.
-fn parse_timestamptz(t: &str) -> Option<DateTime<Utc>> {
-    let (body, offset) = match t.rfind(['+', '-']) {
-        Some(i) if i > 10 => (&t[..i], &t[i..]),
-        _ => return None,
-    };
-    let naive = NaiveDateTime::parse_from_str(body, "%Y-%m-%d %H:%M:%S%.f").ok()?;
-    let sign = if offset.starts_with('-') { -1 } else { 1 };
-    let parts: Vec<i64> = offset[1..].split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
-    let seconds = match parts.as_slice() {
-        [h] => h * 3600,
-        [h, m] => h * 3600 + m * 60,
-        [h, m, s] => h * 3600 + m * 60 + s,
-        _ => return None,
-    };
-    Some(naive.and_utc() - chrono::Duration::seconds(sign * seconds))
+/// Postgres's ISO output of dates and timestamps, BC and long years included.
+mod temporal {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+
+    /// `2026-11-21`, `10000-01-01`, `0044-03-15 BC` (44 BC is the astronomical year -43).
+    pub fn date(t: &str) -> Option<NaiveDate> {
+        let (body, bc) = era(t);
+        ymd(body, bc)
+    }
+
+    /// `2026-11-21 07:30:00.5`, with the same year forms as [`date`].
+    pub fn timestamp(t: &str) -> Option<NaiveDateTime> {
+        let (body, bc) = era(t);
+        let (d, time) = body.split_once(' ')?;
+        Some(ymd(d, bc)?.and_time(NaiveTime::parse_from_str(time, "%H:%M:%S%.f").ok()?))
+    }
+
+    /// `2026-11-21 07:30:00.123+00`, `…+05:30`, `…-08`, `…+00:53:28 BC` (local mean time).
+    pub fn timestamptz(t: &str) -> Option<DateTime<Utc>> {
+        let (body, bc) = era(t);
+        let (d, rest) = body.split_once(' ')?;
+        let i = rest.rfind(['+', '-'])?;
+        let (time, offset) = (&rest[..i], &rest[i..]);
+        let naive = ymd(d, bc)?.and_time(NaiveTime::parse_from_str(time, "%H:%M:%S%.f").ok()?);
+        let sign = if offset.starts_with('-') { -1 } else { 1 };
+        let parts: Vec<i64> =
+            offset[1..].split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+        let seconds = match parts.as_slice() {
+            [h] => h * 3600,
+            [h, m] => h * 3600 + m * 60,
+            [h, m, s] => h * 3600 + m * 60 + s,
+            _ => return None,
+        };
+        naive.and_utc().checked_sub_signed(chrono::Duration::seconds(sign * seconds))
+    }
+
+    fn era(t: &str) -> (&str, bool) {
+        match t.strip_suffix(" BC") {
+            Some(body) => (body, true),
+            None => (t, false),
+        }
+    }
+
+    fn ymd(d: &str, bc: bool) -> Option<NaiveDate> {
+        let mut parts = d.splitn(3, '-');
+        let (y, m, day) = (parts.next()?, parts.next()?, parts.next()?);
+        if y.is_empty() || !y.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let year: i32 = y.parse().ok()?;
+        let year = if bc { 1 - year } else { year };
+        NaiveDate::from_ymd_opt(year, m.parse().ok()?, day.parse().ok()?)
+    }
 }
 
 /// `\x0aff…` (hex format, the default since PostgreSQL 9.0).
@@ -261,7 +331,7 @@ fn parse_level(
                         }
                     }
                 }
-                match Value::from_text(element, &s, is_enum) {
+                match Value::parse(element, &s, is_enum) {
                     Ok(v) => items.push(v),
                     Err(e) => return Some(Err(e)),
                 }
@@ -275,7 +345,7 @@ fn parse_level(
                 if raw == "NULL" {
                     items.push(Value::Null);
                 } else {
-                    match Value::from_text(element, raw.trim(), is_enum) {
+                    match Value::parse(element, raw.trim(), is_enum) {
                         Ok(v) => items.push(v),
                         Err(e) => return Some(Err(e)),
                     }
@@ -293,10 +363,11 @@ fn parse_level(
     }
 }
 
-/// Raw cell bytes as text (pgoutput text format is the server encoding, UTF-8 here).
-pub fn cell_text(b: &Bytes) -> Result<&str, ValueError> {
-    std::str::from_utf8(b)
-        .map_err(|_| ValueError { type_name: "text".into(), text: "<invalid UTF-8>".into() })
+/// Raw cell bytes as text. pgoutput's text format is the server encoding (UTF-8 here); a
+/// byte sequence that is not UTF-8 (a SQL_ASCII database) is kept with replacement
+/// characters rather than refused.
+pub fn cell_text(b: &Bytes) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(b)
 }
 
 #[cfg(test)]
@@ -304,7 +375,7 @@ mod tests {
     use super::*;
 
     fn v(oid: u32, t: &str) -> Value {
-        Value::from_text(oid, t, &|o| o == 90000).unwrap_or_else(|e| panic!("{e}"))
+        Value::parse(oid, t, &|o| o == 90000).unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
@@ -376,7 +447,49 @@ mod tests {
             (oid::BYTEA, "\\x0"),
             (oid::NUMERIC, "1e5x"),
         ] {
-            assert!(Value::from_text(oid, t, &|_| false).is_err(), "{oid} {t:?}");
+            assert!(Value::parse(oid, t, &|_| false).is_err(), "{oid} {t:?}");
+            assert_eq!(Value::from_text(oid, t, &|_| false), Value::Special(t.into()), "total");
         }
+    }
+
+    #[test]
+    fn every_value_postgres_stores_decodes() {
+        let j = |oid: u32, t: &str| v(oid, t).to_json();
+        assert_eq!(j(oid::DATE, "10000-01-01"), "+10000-01-01");
+        assert_eq!(j(oid::DATE, "0044-03-15 BC"), "-0043-03-15");
+        let total = |oid: u32, t: &str| Value::from_text(oid, t, &|_| false).to_json();
+        assert_eq!(total(oid::DATE, "5874897-12-31"), "5874897-12-31", "past chrono: the text");
+        assert_eq!(v(oid::DATE, "infinity"), Value::Special("infinity".into()));
+        assert_eq!(v(oid::DATE, "-infinity"), Value::Special("-infinity".into()));
+        assert_eq!(j(oid::TIMESTAMP, "10000-01-01 00:00:00"), "+10000-01-01T00:00:00.000");
+        assert_eq!(j(oid::TIMESTAMP, "0044-03-15 10:00:00 BC"), "-0043-03-15T10:00:00.000");
+        assert_eq!(v(oid::TIMESTAMP, "-infinity"), Value::Special("-infinity".into()));
+        assert_eq!(
+            j(oid::TIMESTAMPTZ, "0044-03-15 10:00:00+00:53:28 BC"),
+            "-0043-03-15T09:06:32.000Z"
+        );
+        assert_eq!(
+            total(oid::TIMESTAMPTZ, "294276-12-31 23:59:59.999999+00"),
+            "294276-12-31 23:59:59.999999+00"
+        );
+        assert_eq!(v(oid::TIMESTAMPTZ, "infinity"), Value::Special("infinity".into()));
+        assert_eq!(v(oid::TIME, "24:00:00"), Value::Special("24:00:00".into()));
+        assert_eq!(j(oid::NUMERIC, "NaN"), "NaN");
+        assert_eq!(j(oid::NUMERIC, "Infinity"), "Infinity");
+        assert_eq!(j(oid::NUMERIC, "-Infinity"), "-Infinity");
+        assert_eq!(j(oid::NUMERIC, "-0.5"), serde_json::json!(-0.5));
+        assert_eq!(j(oid::FLOAT8, "NaN"), "NaN");
+        assert_eq!(j(oid::FLOAT4, "-Infinity"), "-Infinity");
+        assert_eq!(j(oid::FLOAT8, "1.7976931348623157e+308"), serde_json::json!(f64::MAX));
+        assert_eq!(total(oid::JSONB, "1e400"), "1e400", "a JSON number past f64: the text");
+        assert_eq!(j(1186, "1 year 2 mons 3 days 04:05:06"), "1 year 2 mons 3 days 04:05:06");
+        assert_eq!(
+            j(1182, "{infinity,NULL,2026-01-01}"),
+            serde_json::json!(["infinity", null, "2026-01-01"])
+        );
+        assert_eq!(j(1231, "{NaN,1.5}"), serde_json::json!(["NaN", 1.5]));
+        assert_eq!(j(1009, "{}"), serde_json::json!([]));
+        assert_eq!(j(1009, "{NULL}"), serde_json::json!([null]));
+        assert_eq!(cell_text(&Bytes::from_static(b"caf\xe9")), "caf\u{fffd}");
     }
 }

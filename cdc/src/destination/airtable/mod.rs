@@ -15,7 +15,8 @@ mod store;
 pub use crate::airtable::{cells, AirtableClient, AirtableConfig, AirtableError, Budget, Lane};
 pub use store::Store;
 
-use super::{Destination, DestinationError};
+use super::{Destination, DestinationError, Poison};
+use crate::postgres::dead_letter::{DeadLetter, Direction};
 use crate::replication::{Event, Lsn, Op, RowChange, Value as PgValue};
 use chrono::{DateTime, Utc};
 use futures::{stream, StreamExt};
@@ -29,7 +30,6 @@ use std::{
     sync::Arc,
     time::Instant,
 };
-use store::DeadLetter;
 use uuid::Uuid;
 
 /// What is pending for one row.
@@ -71,7 +71,7 @@ impl Pending {
 }
 
 fn sql_err(e: sqlx::Error) -> DestinationError {
-    DestinationError(format!("postgres: {e}"))
+    e.into()
 }
 
 pub struct AirtableDestination {
@@ -107,20 +107,19 @@ pub struct AirtableDestination {
     fence_until: Option<Instant>,
     /// Numbers batches for the logs.
     batches: std::sync::atomic::AtomicU64,
+    /// Some outbound dead letter may be pending (refreshed at every flush).
+    dead_letters_pending: std::sync::atomic::AtomicBool,
 }
 
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = Result<T, DestinationError>> + Send + 'a>>;
 
 impl AirtableDestination {
-    pub fn new(
-        config: AirtableConfig,
-        mapping: Arc<Mapping>,
-        pool: sqlx::PgPool,
-        budget: Arc<Budget>,
-    ) -> Result<Self, reqwest::Error> {
-        let client = Arc::new(AirtableClient::new(config.clone(), budget)?);
+    /// The sink over `client` (shared with the inbound side: one budget, one connection
+    /// pool to Airtable).
+    pub fn new(client: Arc<AirtableClient>, mapping: Arc<Mapping>, pool: sqlx::PgPool) -> Self {
+        let config = client.config().clone();
         let reconcile_at = config.reconcile_interval.map(|i| Instant::now() + i);
-        Ok(Self {
+        Self {
             client,
             store: Store::new(pool),
             mapping,
@@ -140,24 +139,18 @@ impl AirtableDestination {
             started: false,
             fence_until: None,
             batches: std::sync::atomic::AtomicU64::new(0),
-        })
+            dead_letters_pending: std::sync::atomic::AtomicBool::new(true),
+        }
     }
 
     pub fn client(&self) -> &Arc<AirtableClient> {
         &self.client
     }
 
-    /// Checks the mapping against the Airtable base when the Meta API answers: every mapped
-    /// table, the merge field and every outbound field with its type. Each problem names the
-    /// table and field.
-    pub async fn validate_against_airtable(&self) -> Result<(), String> {
-        let meta = match self.client.tables(Lane::Bulk).await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the Airtable schema; skipping its validation");
-                return Ok(());
-            }
-        };
+    /// Checks the mapping against the base's schema (`meta`, the Meta API's answer): every
+    /// mapped table, the merge field and every outbound field with its type. Each problem
+    /// names the Postgres table and column, and the Airtable table and field.
+    pub fn validate_against_airtable(&self, meta: &Value) -> Result<(), String> {
         let tables = meta["tables"].as_array().cloned().unwrap_or_default();
         let mut problems = Vec::new();
         for t in &self.mapping.tables {
@@ -189,15 +182,20 @@ impl AirtableDestination {
                 }
                 Some(_) => {}
             }
-            for c in t.outbound().map(|c| &c.field).chain(t.derived.iter().map(|(_, f)| f)) {
+            let columns = t
+                .outbound()
+                .map(|c| (c.column.as_str(), &c.field))
+                .chain(t.derived.iter().map(|(column, f)| (column.as_str(), f)));
+            for (column, c) in columns {
+                let source = format!("Postgres column {}.{column}", t.table.name);
                 match field(&c.field) {
                     None => problems.push(format!(
-                        "{}: no field {:?} (mapped from {}.{})",
-                        t.airtable, c.field, t.table.name, c.field
+                        "Airtable table {:?} has no field {:?} (mapped from {})",
+                        t.airtable, c.field, source
                     )),
                     Some(f) if f["type"] != c.kind.as_str() => problems.push(format!(
-                        "{}.{}: Airtable type {} but the mapping says {}",
-                        t.airtable, c.field, f["type"], c.kind
+                        "Airtable field {:?}.{:?} is of type {} but the mapping says {} (mapped from {})",
+                        t.airtable, c.field, f["type"], c.kind, source
                     )),
                     Some(_) => {}
                 }
@@ -319,7 +317,7 @@ impl AirtableDestination {
             PgValue::Uuid(u) => Some(*u),
             _ => None,
         }) else {
-            return Err(DestinationError(format!("{name}: change without a uuid id")));
+            return Err(DestinationError::bad_change(format!("{name}: change without a uuid id")));
         };
         let since = self.tx_time;
         match c.op {
@@ -470,8 +468,9 @@ impl AirtableDestination {
         }
         let done = std::mem::take(&mut self.outbox_done);
         self.store.purge_outbox(&done).await.map_err(sql_err)?;
-        if let Ok(n) = self.store.pending_dead_letters().await {
-            metrics::gauge!("sync_dlq_pending").set(n as f64);
+        if let Ok((all, outbound)) = self.store.pending_dead_letters().await {
+            metrics::gauge!("sync_dlq_pending").set(all as f64);
+            self.dead_letters_pending.store(outbound > 0, std::sync::atomic::Ordering::Relaxed);
         }
         self.first_pending = None;
         self.pending_final = Lsn::ZERO;
@@ -548,7 +547,11 @@ impl AirtableDestination {
                                 Ok(cell) => {
                                     record.insert(c.field.field.clone(), cell);
                                 }
-                                Err(e) => bad = Some(format!("{}.{}: {e}", table, c.column)),
+                                Err(e) => {
+                                    // The payload keeps the value as Postgres has it.
+                                    record.insert(c.field.field.clone(), v.clone());
+                                    bad = Some((e.code(), format!("{}.{}: {e}", table, c.column)));
+                                }
                             }
                         }
                     }
@@ -564,13 +567,13 @@ impl AirtableDestination {
                     }
                 }
                 match bad {
-                    Some(message) => {
+                    Some((code, message)) => {
                         self.dead_letter(
                             table,
                             Some(id),
                             "upsert",
                             Value::Object(record),
-                            "INVALID_VALUE",
+                            code,
                             &message,
                             1,
                         )
@@ -694,6 +697,8 @@ impl AirtableDestination {
                     let pairs: Vec<(Uuid, String)> =
                         batch.iter().map(|o| o.id).zip(record_ids).collect();
                     self.store.save_record_ids(t.table.name, &pairs).await.map_err(sql_err)?;
+                    let ids: Vec<Uuid> = batch.iter().map(|o| o.id).collect();
+                    self.written(t.table.name, &ids).await?;
                     let now = Utc::now();
                     for o in &batch {
                         metrics::histogram!("sync_commit_to_airtable_seconds")
@@ -809,6 +814,8 @@ impl AirtableDestination {
             match outcome {
                 Ok(()) => {
                     tracing::info!(table = t.table.name, records = chunk.len(), "deleted batch");
+                    let gone: Vec<Uuid> = chunk.iter().map(|(id, _)| *id).collect();
+                    self.written(t.table.name, &gone).await?;
                     for (id, _) in chunk {
                         for dl in &replays[id] {
                             self.store.resolve_dead_letter(*dl).await.map_err(sql_err)?;
@@ -852,7 +859,10 @@ impl AirtableDestination {
         self.delete_rows(ti, rows).await
     }
 
-    /// A write failed for good: dead-letter it (or count another attempt of a replay).
+    /// A write failed: dead-letter it (or count another attempt of a replay) when the record
+    /// is at fault. When the daemon is (an auth error), or Airtable stayed unreachable past
+    /// every retry, no record is: the error goes to the stream, which pauses and hands
+    /// everything again later.
     async fn fail(
         &self,
         table: &str,
@@ -862,6 +872,15 @@ impl AirtableDestination {
         e: &AirtableError,
         replays: &[i64],
     ) -> Result<(), DestinationError> {
+        match e {
+            AirtableError::Unauthorized { .. } => {
+                return Err(DestinationError::auth(e.to_string()).with_source(e.clone()))
+            }
+            AirtableError::Exhausted { .. } => {
+                return Err(DestinationError::retry(e.to_string()).with_source(e.clone()))
+            }
+            AirtableError::Rejected { .. } => {}
+        }
         tracing::warn!(table, pg_id = %id, operation, error = %e, "dead-lettered");
         if replays.is_empty() {
             self.dead_letter(
@@ -894,16 +913,31 @@ impl AirtableDestination {
         attempts: i32,
     ) -> Result<(), DestinationError> {
         let d = DeadLetter {
-            table: table.to_owned(),
+            direction: Direction::Outbound,
+            table: Some(table.to_owned()),
             pg_id: id,
             record_id: None,
             operation,
             payload,
-            error_code: code.to_owned(),
-            error_message: message.to_owned(),
+            code: code.to_owned(),
+            message: message.to_owned(),
             attempts,
         };
-        self.store.dead_letter(&d).await.map_err(sql_err)
+        self.store.dead_letter(&d).await.map_err(sql_err)?;
+        self.dead_letters_pending.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Rows just written: their pending dead letters are resolved (skipped while none is
+    /// pending, which is the common case).
+    async fn written(&self, table: &str, ids: &[Uuid]) -> Result<(), DestinationError> {
+        if self.dead_letters_pending.load(std::sync::atomic::Ordering::Relaxed) {
+            let n = self.store.resolve_rows(table, ids).await.map_err(sql_err)?;
+            if n > 0 {
+                tracing::info!(table, resolved = n, "later writes resolved dead letters");
+            }
+        }
+        Ok(())
     }
 
     /// Makes Airtable equal Postgres for every outbound table: records whose pg id is gone
@@ -926,6 +960,7 @@ impl AirtableDestination {
                 .await
             {
                 Ok(l) => l,
+                Err(e) if e.is_auth() => return Err(DestinationError::auth(e.to_string())),
                 Err(e) => {
                     tracing::warn!(table = t.table.name, error = %e, "reconcile: cannot list Airtable; will try again");
                     continue;
@@ -1076,5 +1111,30 @@ impl Destination for AirtableDestination {
 
     fn acknowledged(&self) -> Lsn {
         self.acked
+    }
+
+    /// An isolated change becomes one outbound dead letter (`ISOLATED_CHANGE`) of its table
+    /// and row, where known; `cdc dlq replay` re-sends the row's current state.
+    async fn isolate(&mut self, poison: Poison) -> Result<(), DestinationError> {
+        let pg_id = poison.payload.get("id").and_then(Value::as_str).and_then(|s| s.parse().ok());
+        let message = format!(
+            "the stream gave up on this change after {} deliveries (transaction {}, change {}): {}",
+            poison.attempts, poison.transaction, poison.ordinal, poison.reason
+        );
+        tracing::error!(table = ?poison.table, ?pg_id, %message, "isolated a change");
+        let d = DeadLetter {
+            direction: Direction::Outbound,
+            table: poison.table,
+            pg_id,
+            record_id: None,
+            operation: "change",
+            payload: poison.payload,
+            code: "ISOLATED_CHANGE".into(),
+            message,
+            attempts: poison.attempts as i32,
+        };
+        self.store.dead_letter(&d).await.map_err(sql_err)?;
+        self.dead_letters_pending.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 }

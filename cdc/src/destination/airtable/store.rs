@@ -2,24 +2,14 @@
 //! progress view, dead letters, the outbox. Table names come from the validated mapping and
 //! are quoted all the same.
 
-use crate::postgres::quote_ident;
+use crate::postgres::{
+    dead_letter::{self, DeadLetter},
+    quote_ident,
+};
 use serde_json::{Map, Value};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use uuid::Uuid;
-
-/// A row that could not be synced.
-#[derive(Debug, Clone)]
-pub struct DeadLetter {
-    pub table: String,
-    pub pg_id: Option<Uuid>,
-    pub record_id: Option<String>,
-    pub operation: &'static str,
-    pub payload: Value,
-    pub error_code: String,
-    pub error_message: String,
-    pub attempts: i32,
-}
 
 #[derive(Clone)]
 pub struct Store {
@@ -140,29 +130,23 @@ impl Store {
         Ok(objects(rows))
     }
 
-    pub async fn dead_letter(&self, d: &DeadLetter) -> sqlx::Result<()> {
-        sqlx::query(
-            "INSERT INTO sync_dead_letter (direction, table_name, pg_id, airtable_record_id, operation, payload, error_code, error_message, attempts)
-             VALUES ('outbound', $1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&d.table)
-        .bind(d.pg_id)
-        .bind(&d.record_id)
-        .bind(d.operation)
-        .bind(&d.payload)
-        .bind(&d.error_code)
-        .bind(&d.error_message)
-        .bind(d.attempts)
-        .execute(&self.pool)
-        .await?;
-        metrics::counter!("sync_dlq_added_total", "direction" => "outbound").increment(1);
-        Ok(())
+    pub async fn dead_letter(&self, d: &DeadLetter) -> sqlx::Result<bool> {
+        dead_letter::add(&self.pool, d).await
     }
 
-    pub async fn pending_dead_letters(&self) -> sqlx::Result<i64> {
-        sqlx::query_scalar("SELECT count(*) FROM sync_dead_letter WHERE status = 'pending'")
-            .fetch_one(&self.pool)
-            .await
+    /// Resolves pending outbound dead letters of rows just written.
+    pub async fn resolve_rows(&self, table: &str, ids: &[Uuid]) -> sqlx::Result<u64> {
+        dead_letter::resolve_rows(&self.pool, table, ids).await
+    }
+
+    /// Pending dead letters: (all, outbound).
+    pub async fn pending_dead_letters(&self) -> sqlx::Result<(i64, i64)> {
+        sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE direction = 'outbound')
+               FROM sync_dead_letter WHERE status = 'pending'",
+        )
+        .fetch_one(&self.pool)
+        .await
     }
 
     /// (table, pg id, operation) of a pending outbound dead letter.
