@@ -3,6 +3,7 @@
 
 mod app;
 pub mod auth;
+mod bounds;
 mod config;
 mod data;
 mod error;

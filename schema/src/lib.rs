@@ -8,6 +8,7 @@
 //!   contract, retrying transactions, stable error kinds, migrations and readiness.
 
 pub mod channels;
+pub mod limits;
 pub mod mapping;
 pub mod metrics;
 pub mod postgres;

@@ -353,3 +353,53 @@ async fn reference_data_and_company_lookup() {
     assert_eq!(anon.get("/api/companies/lookup?code=NOPE").await.0.as_u16(), 404);
     assert_eq!(anon.get("/api/companies/lookup").await.0.as_u16(), 400);
 }
+
+/// Values the sync could not carry to Airtable are refused at the door (issue: a year past
+/// 9999 answered 201 and then wedged the outbound stream).
+#[tokio::test]
+async fn dates_and_texts_the_sync_cannot_carry_are_refused() {
+    let db = test_db().await;
+    let (a, _) = two_users(&db).await;
+    for date in ["+10000-01-01", "-0044-03-15", "1899-12-31", "3000-01-01"] {
+        let (s, body) =
+            a.post("/api/habit-usage", json!({ "method_id": HABIT, "date": date })).await;
+        assert_eq!((s.as_u16(), code(&body)), (422, "validation_failed"), "habit {date}: {body}");
+        assert!(body.to_string().contains("1900-01-01 to 2999-12-31"), "names the range: {body}");
+        let (s, body) =
+            a.post("/api/programs", json!({ "start_date": date, "end_date": "2031-02-01" })).await;
+        assert_eq!((s.as_u16(), code(&body)), (422, "validation_failed"), "program {date}: {body}");
+    }
+    let (s, body) = a
+        .post("/api/programs", json!({ "start_date": "2040-01-01", "end_date": "-0044-03-15" }))
+        .await;
+    assert_eq!((s.as_u16(), code(&body)), (422, "validation_failed"), "{body}");
+    // The edges themselves are accepted.
+    let (s, body) =
+        a.post("/api/habit-usage", json!({ "method_id": HABIT, "date": "1900-01-01" })).await;
+    assert_eq!(s.as_u16(), 201, "{body}");
+    let (s, body) =
+        a.post("/api/habit-usage", json!({ "method_id": HABIT, "date": "2999-12-31" })).await;
+    assert_eq!(s.as_u16(), 201, "{body}");
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM habit_usage WHERE date < '1900-01-01' OR date > '2999-12-31'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("count");
+    assert_eq!(stored, 0, "nothing outside the range was written");
+    // Text past Airtable's limit: its own field named (the body limit is raised to reach it).
+    let db2 = test_db().await;
+    sqlx::raw_sql(DEMO).execute(&db2.pool).await.expect("demo");
+    user_with_password(&db2.pool, "demo@example.com", "user").await;
+    let base = testkit::api::serve_with(&db2.url(), |c| c.max_body_bytes = 1 << 20).await;
+    let c = Client::signed_in(&base, "demo@example.com").await.0;
+    let long = "x".repeat(schema::limits::MAX_TEXT_CHARS + 1);
+    let (s, body) = c
+        .post(
+            "/api/programs",
+            json!({ "start_date": "2041-01-01", "end_date": "2041-02-01", "motivation": long }),
+        )
+        .await;
+    assert_eq!((s.as_u16(), code(&body)), (422, "validation_failed"), "{body}");
+    assert!(body.to_string().contains("longer than 100000"), "{body}");
+}

@@ -29,8 +29,11 @@ const PROGRAM: &str = "SELECT p.id, p.name, p.start_date, p.end_date, p.goal_ids
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProgram {
+    #[serde(default, deserialize_with = "crate::bounds::opt_text")]
     pub name: Option<String>,
+    #[serde(deserialize_with = "crate::bounds::date")]
     pub start_date: NaiveDate,
+    #[serde(deserialize_with = "crate::bounds::date")]
     pub end_date: NaiveDate,
     #[serde(default)]
     pub goal_ids: Vec<Uuid>,
@@ -38,6 +41,7 @@ pub struct NewProgram {
     pub method_ids: Vec<Uuid>,
     #[serde(default)]
     pub day_of_week_ids: Vec<Uuid>,
+    #[serde(default, deserialize_with = "crate::bounds::opt_text")]
     pub motivation: Option<String>,
 }
 
@@ -45,12 +49,16 @@ pub struct NewProgram {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProgramChanges {
+    #[serde(default, deserialize_with = "crate::bounds::opt_text")]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "crate::bounds::opt_date")]
     pub start_date: Option<NaiveDate>,
+    #[serde(default, deserialize_with = "crate::bounds::opt_date")]
     pub end_date: Option<NaiveDate>,
     pub goal_ids: Option<Vec<Uuid>>,
     pub method_ids: Option<Vec<Uuid>>,
     pub day_of_week_ids: Option<Vec<Uuid>>,
+    #[serde(default, deserialize_with = "crate::bounds::opt_text")]
     pub motivation: Option<String>,
 }
 
@@ -141,6 +149,7 @@ pub struct Planning {
 #[serde(deny_unknown_fields)]
 pub struct PlanningChanges {
     pub method_ids: Option<Vec<Uuid>>,
+    #[serde(default, deserialize_with = "crate::bounds::opt_text")]
     pub notes: Option<String>,
 }
 

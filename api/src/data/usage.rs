@@ -87,7 +87,9 @@ pub struct NewMethodUsage {
     pub method_id: Uuid,
     pub program_id: Option<Uuid>,
     pub program_schedule_id: Option<Uuid>,
+    #[serde(deserialize_with = "crate::bounds::date")]
     pub used_on: NaiveDate,
+    #[serde(default, deserialize_with = "crate::bounds::opt_text")]
     pub remark: Option<String>,
 }
 
@@ -118,7 +120,9 @@ pub async fn insert_method_usage(
 #[serde(deny_unknown_fields)]
 pub struct MethodUsageChanges {
     pub id: Uuid,
+    #[serde(default, deserialize_with = "crate::bounds::opt_date")]
     pub used_on: Option<NaiveDate>,
+    #[serde(default, deserialize_with = "crate::bounds::opt_text")]
     pub remark: Option<String>,
 }
 
@@ -170,7 +174,9 @@ const GOAL: &str =
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPersonalGoal {
+    #[serde(deserialize_with = "crate::bounds::text")]
     pub name: String,
+    #[serde(default, deserialize_with = "crate::bounds::opt_text")]
     pub description: Option<String>,
     #[serde(default)]
     pub scheduled_day_ids: Vec<Uuid>,
@@ -179,7 +185,9 @@ pub struct NewPersonalGoal {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PersonalGoalChanges {
+    #[serde(default, deserialize_with = "crate::bounds::opt_text")]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "crate::bounds::opt_text")]
     pub description: Option<String>,
     pub scheduled_day_ids: Option<Vec<Uuid>>,
     /// true archives the goal, false brings it back.
@@ -383,6 +391,7 @@ pub struct PersoonlijkeOvertuiging {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPersoonlijkeOvertuiging {
+    #[serde(deserialize_with = "crate::bounds::text")]
     pub name: String,
     pub program_id: Option<Uuid>,
     #[serde(default)]

@@ -77,6 +77,22 @@ impl Budget {
         }
     }
 
+    /// Counts every window as full at start: a process restarted within a window of the
+    /// previous one cannot know what that one sent, and a burst into Airtable's window
+    /// costs a 30 s penalty. So nothing goes out for the first window.
+    pub fn starting_full(self) -> Self {
+        {
+            let mut guard = self.lock();
+            let s = &mut *guard;
+            let now = Instant::now();
+            for w in [&mut s.base, &mut s.token] {
+                let n = w.limit.unwrap_or(0) as usize;
+                w.sent.extend(std::iter::repeat_n((now, Lane::Bulk), n));
+            }
+        }
+        self
+    }
+
     /// Reserves `slots` of each base window for the fast lane (bulk work gets the rest).
     pub fn with_fast_share(self, slots: u32) -> Self {
         self.lock().fast_reserve = slots;
@@ -196,6 +212,22 @@ mod tests {
         // 40 fast requests take 8 windows; three bulk ones are not made to wait for all.
         assert!(start.elapsed() <= Duration::from_secs(4), "{:?}", start.elapsed());
         fast.await.expect("fast");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_process_sends_nothing_in_its_first_window() {
+        let b = Budget::new(5, 50, Duration::from_secs(1)).starting_full();
+        let start = tokio::time::Instant::now();
+        b.acquire(Lane::Fast).await;
+        assert!(start.elapsed() >= Duration::from_secs(1), "{:?}", start.elapsed());
+        for _ in 0..4 {
+            b.acquire(Lane::Bulk).await;
+        }
+        assert!(start.elapsed() < Duration::from_secs(2), "then the whole budget");
+        let unlimited = Budget::new(0, 0, Duration::from_secs(1)).starting_full();
+        let before = tokio::time::Instant::now();
+        unlimited.acquire(Lane::Bulk).await;
+        assert_eq!(before.elapsed(), Duration::ZERO, "no limit: no wait");
     }
 
     #[tokio::test(start_paused = true)]

@@ -73,7 +73,9 @@ impl AirtableConfig {
     /// The shared budget these settings describe.
     pub fn budget(&self) -> super::Budget {
         let share = if self.base_rps > self.fast_share { self.fast_share } else { 0 };
-        super::Budget::new(self.base_rps, self.token_rps, self.window).with_fast_share(share)
+        super::Budget::new(self.base_rps, self.token_rps, self.window)
+            .with_fast_share(share)
+            .starting_full()
     }
 
     pub fn new(

@@ -183,6 +183,11 @@ impl Admin {
     }
 
     /// Pings are lost on the way from now on (or not): the receiver never sees them.
+    /// Revokes the token (every request answers 401 AUTHENTICATION_REQUIRED), or restores it.
+    pub fn revoke_token(&self, revoked: bool) {
+        self.shared.token_revoked.store(revoked, std::sync::atomic::Ordering::SeqCst);
+    }
+
     pub fn lose_pings(&self, lose: bool) {
         self.shared.lose_pings.store(lose, std::sync::atomic::Ordering::SeqCst);
     }

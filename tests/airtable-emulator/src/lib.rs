@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub started: Instant,
     /// Pings are "delivered" without reaching the receiver (a lost notification).
     pub lose_pings: std::sync::atomic::AtomicBool,
+    /// The token was revoked: every request answers 401 until it is restored.
+    pub token_revoked: std::sync::atomic::AtomicBool,
 }
 
 /// Locks a mutex; a panic elsewhere while holding it does not take the emulator down.
@@ -96,6 +98,7 @@ impl Emulator {
             started: Instant::now(),
             config,
             lose_pings: std::sync::atomic::AtomicBool::new(false),
+            token_revoked: std::sync::atomic::AtomicBool::new(false),
         });
         let listener =
             TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;

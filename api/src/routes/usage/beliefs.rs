@@ -44,6 +44,7 @@ pub async fn list_usage(
 pub struct OvertuigingDay {
     pub overtuiging_id: Uuid,
     pub program_id: Option<Uuid>,
+    #[serde(deserialize_with = "crate::bounds::date")]
     pub date: NaiveDate,
 }
 

@@ -82,6 +82,7 @@ pub async fn list_usage(
 #[serde(deny_unknown_fields)]
 pub struct GoalDay {
     pub personal_goal_id: Uuid,
+    #[serde(deserialize_with = "crate::bounds::date")]
     pub date: NaiveDate,
 }
 

@@ -35,6 +35,7 @@ pub async fn list(
 #[into_params(parameter_in = Query)]
 pub struct HabitDay {
     pub method_id: Uuid,
+    #[serde(deserialize_with = "crate::bounds::date")]
     pub date: NaiveDate,
 }
 

@@ -96,6 +96,7 @@ fn token_ok(shared: &Shared, headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| t == shared.config.token)
+        && !shared.token_revoked.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// A response whose body fails mid-stream: the client sees the connection drop.
