@@ -118,5 +118,10 @@ pub async fn confirmed_past(pool: &sqlx::PgPool, slot: &str, lsn: &str) -> bool 
 }
 
 pub async fn current_wal_lsn(pool: &sqlx::PgPool) -> String {
-    sqlx::query_scalar("SELECT pg_current_wal_lsn()::text").fetch_one(pool).await.expect("lsn")
+    // The insert position: with synchronous_commit off (test clusters) the write position
+    // can trail a commit that has already happened.
+    sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
+        .fetch_one(pool)
+        .await
+        .expect("lsn")
 }

@@ -1,4 +1,5 @@
 //! The daemon's outbound side end to end: Postgres -> stream -> Airtable (the emulator).
 
+mod hardening;
 mod inbound;
 mod outbound;

@@ -44,7 +44,9 @@ pub(super) async fn setup(db: &TestDb, e: &airtable_emulator::Emulator) -> (Stri
 }
 
 /// A test database synced into a fresh emulator (converged before the test's own changes).
-async fn synced(db: &TestDb) -> (airtable_emulator::Emulator, String, testkit::airtable::Syncing) {
+pub(super) async fn synced(
+    db: &TestDb,
+) -> (airtable_emulator::Emulator, String, testkit::airtable::Syncing) {
     let e = emulator(schema_for(&mapping(), |_| {}), RateLimits::off()).await;
     let (slot, publication) = setup(db, &e).await;
     let sync = start_sync(&db.url(), &slot, &publication, airtable_config(&e), mapping()).await;

@@ -1048,8 +1048,21 @@ impl AirtableDestination {
     }
 }
 
-impl Destination for AirtableDestination {
-    async fn handle(&mut self, event: Event) -> Result<(), DestinationError> {
+impl AirtableDestination {
+    /// After a failure the stream hands everything unacknowledged again: drop what this
+    /// session had pending (a flush may have taken part of it) and forget what was handed,
+    /// so nothing is acknowledged that did not reach Airtable.
+    fn abandon(&mut self) {
+        self.pending.clear();
+        self.resync_tables.clear();
+        self.replay_queue.clear();
+        self.outbox_done.clear();
+        self.first_pending = None;
+        self.pending_final = Lsn::ZERO;
+        self.handed = self.acked;
+    }
+
+    async fn handle_event(&mut self, event: Event) -> Result<(), DestinationError> {
         if self.possibly_written.is_none() {
             self.possibly_written = Some(self.store.possibly_written().await.map_err(sql_err)?);
         }
@@ -1101,12 +1114,30 @@ impl Destination for AirtableDestination {
         Ok(())
     }
 
-    async fn flush(&mut self) -> Result<(), DestinationError> {
+    async fn flush_and_reconcile(&mut self) -> Result<(), DestinationError> {
         self.flush_all().await?;
         if self.reconcile_at.is_some_and(|at| Instant::now() >= at) {
             self.reconcile().await?;
         }
         Ok(())
+    }
+}
+
+impl Destination for AirtableDestination {
+    async fn handle(&mut self, event: Event) -> Result<(), DestinationError> {
+        let result = self.handle_event(event).await;
+        if result.is_err() {
+            self.abandon();
+        }
+        result
+    }
+
+    async fn flush(&mut self) -> Result<(), DestinationError> {
+        let result = self.flush_and_reconcile().await;
+        if result.is_err() {
+            self.abandon();
+        }
+        result
     }
 
     fn acknowledged(&self) -> Lsn {
