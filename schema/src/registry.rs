@@ -350,7 +350,9 @@ pub static TABLES: &[Table] = &[
             pg("last_failed_at"),
             pg("resolved_at"),
             pg("created_at"),
-            pg("updated_at")
+            pg("updated_at"),
+            pg("problem_key"),
+            pg("payload_bytes")
         ]
     ),
     table!("sync_inbox_events", Sync, [pg("source"), pg("event_key"), pg("applied_at")]),

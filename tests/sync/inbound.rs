@@ -284,7 +284,8 @@ async fn a_notification_without_the_right_mac_is_refused_and_changes_nothing() {
     let (_e, r) = receiving(&db, |_| {}).await;
     let http = reqwest::Client::new();
     let url = format!("{}/webhooks/airtable", r.url);
-    let body = json!({ "base": { "id": BASE }, "webhook": { "id": hook_id(&db.pool, "base").await }, "timestamp": "2026-11-21T10:00:00.000Z" }).to_string();
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    let body = json!({ "base": { "id": BASE }, "webhook": { "id": hook_id(&db.pool, "base").await }, "timestamp": now }).to_string();
     let missing = http.post(&url).body(body.clone()).send().await.expect("post");
     assert_eq!(missing.status().as_u16(), 401);
     let forged = airtable_emulator::mac_header(b"not the secret", body.as_bytes());

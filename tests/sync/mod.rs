@@ -2,4 +2,5 @@
 
 mod hardening;
 mod inbound;
+mod inbound_healing;
 mod outbound;

@@ -339,6 +339,32 @@ impl Applier {
         Ok(applied)
     }
 
+    /// Of `(table, record)` pairs about to be applied from a partial change, those that must
+    /// be read whole first: records Postgres has no row for, and records with a pending
+    /// inbound dead letter (their parked state is not in Postgres either).
+    pub async fn needing_whole_records(
+        &self,
+        records: &[(usize, String)],
+    ) -> sqlx::Result<Vec<(usize, String)>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tables: Vec<&str> =
+            records.iter().map(|(t, _)| self.mapping.tables[*t].table.name).collect();
+        let ids: Vec<&str> = records.iter().map(|(_, r)| r.as_str()).collect();
+        let whole: Vec<i32> = sqlx::query_scalar(
+            "SELECT (n - 1)::int FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS r(t, rid, n)
+              WHERE NOT EXISTS (SELECT 1 FROM airtable_id_map m WHERE m.table_name = r.t AND m.airtable_record_id = r.rid)
+                 OR EXISTS (SELECT 1 FROM sync_dead_letter d WHERE d.direction = 'inbound' AND d.status = 'pending'
+                             AND d.table_name = r.t AND d.airtable_record_id = r.rid)",
+        )
+        .bind(&tables)
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(whole.into_iter().filter_map(|i| records.get(i as usize).cloned()).collect())
+    }
+
     async fn upsert_group(
         &self,
         tx: &mut Transaction<'_, Postgres>,

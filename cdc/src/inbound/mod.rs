@@ -100,6 +100,7 @@ pub struct Inbound {
     schema: RwLock<BaseSchema>,
     schema_known: RwLock<bool>,
     hooks: RwLock<std::collections::HashMap<webhook::HookKind, webhook::Hook>>,
+    pings: webhook::Pings,
     /// A verified ping arrived: read that hook's payloads now.
     pinged_users: Notify,
     pinged_base: Notify,
@@ -120,6 +121,7 @@ impl Inbound {
             schema: RwLock::new(BaseSchema::default()),
             schema_known: RwLock::new(false),
             hooks: RwLock::new(Default::default()),
+            pings: webhook::Pings::default(),
             pinged_users: Notify::new(),
             pinged_base: Notify::new(),
             reconcile_due: Notify::new(),

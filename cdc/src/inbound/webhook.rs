@@ -11,7 +11,7 @@
 //! role.
 
 use super::{apply::Batch, pause, payload, Inbound};
-use crate::airtable::Lane;
+use crate::airtable::{AirtableError, Lane};
 use axum::{
     body::Bytes,
     extract::State,
@@ -101,15 +101,70 @@ async fn notification(
         return StatusCode::UNAUTHORIZED;
     };
     let hooks = inbound.hooks.read().await.clone();
+    if hooks.is_empty() {
+        // Not known yet (the daemon is starting): Airtable retries a 503; a 401 would
+        // tell it the MAC is wrong.
+        metrics::counter!("inbound_webhook_notifications_total", "mac" => "early").increment(1);
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
     let valid = hooks.iter().find(|(_, h)| verify_mac(&h.secret, &body, header)).map(|(k, _)| *k);
     let Some(kind) = valid else {
         metrics::counter!("inbound_webhook_notifications_total", "mac" => "invalid").increment(1);
         tracing::warn!("webhook notification with a bad MAC refused");
         return StatusCode::UNAUTHORIZED;
     };
+    if !inbound.pings.fresh(kind, &body) {
+        // A replayed or stale ping: its payloads were read with an earlier one (or will be
+        // with the next poll); reading again on it would only spend the budget.
+        metrics::counter!("inbound_webhook_notifications_total", "mac" => "replayed").increment(1);
+        return StatusCode::OK;
+    }
     metrics::counter!("inbound_webhook_notifications_total", "mac" => "valid").increment(1);
+    // At most one read runs per hook with one queued: pings meanwhile merge into it.
     inbound.pinged(kind).notify_one();
     StatusCode::OK
+}
+
+/// A payload read refused as if the hook were not there: 404, or the 403 Airtable answers
+/// for a model a token cannot see (a missing hook, or a revoked token: the hook check tells).
+fn hook_may_be_gone(e: &AirtableError) -> bool {
+    e.is_gone()
+        || matches!(e, AirtableError::Unauthorized { kind, .. } if kind == "INVALID_PERMISSIONS_OR_MODEL_NOT_FOUND")
+}
+
+/// Pings already seen, per hook: a ping is read once, and one older than [`STALE_PING`]
+/// not at all.
+#[derive(Debug, Default)]
+pub struct Pings {
+    seen: std::sync::Mutex<std::collections::HashMap<HookKind, std::collections::VecDeque<String>>>,
+}
+
+/// Airtable pings within seconds of a change; a ping this old is a replay.
+const STALE_PING: chrono::Duration = chrono::Duration::minutes(10);
+
+impl Pings {
+    /// Whether a verified ping body is new: its timestamp recent and not seen before.
+    fn fresh(&self, kind: HookKind, body: &[u8]) -> bool {
+        let stamp = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v["timestamp"].as_str().map(str::to_owned));
+        let Some(stamp) = stamp else { return true };
+        if chrono::DateTime::parse_from_rfc3339(&stamp)
+            .is_ok_and(|t| chrono::Utc::now() - t.with_timezone(&chrono::Utc) > STALE_PING)
+        {
+            return false;
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = seen.entry(kind).or_default();
+        if seen.contains(&stamp) {
+            return false;
+        }
+        if seen.len() >= 256 {
+            seen.pop_front();
+        }
+        seen.push_back(stamp);
+        true
+    }
 }
 
 impl Inbound {
@@ -149,8 +204,15 @@ impl Inbound {
         if let Some(s) = &stored {
             let id = s["id"].as_str().unwrap_or_default();
             let live = hooks.iter().find(|h| h["id"] == id);
+            let expired = |h: &Value| {
+                h["expirationTime"]
+                    .as_str()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .is_some_and(|t| t.with_timezone(&chrono::Utc) <= chrono::Utc::now())
+            };
             let usable = live.is_some_and(|h| {
                 h["isHookEnabled"] == json!(true)
+                    && !expired(h)
                     && h["notificationUrl"]
                         == spec.get("notificationUrl").cloned().unwrap_or(Value::Null)
             }) && s["spec"] == spec["specification"];
@@ -165,11 +227,19 @@ impl Inbound {
                     tracing::info!(webhook = id, "re-enabled webhook notifications");
                 }
                 // Checked once a day, refreshed every time: 6 days before expiry, whatever
-                // the skew between Airtable's clock and ours.
-                let refreshed = self.client.refresh_webhook(Lane::Fast, id).await?;
-                tracing::info!(webhook = id, expires = %refreshed["expirationTime"], "refreshed the webhook");
-                self.hooks.write().await.insert(kind, Hook { id: id.to_owned(), secret });
-                return Ok(false);
+                // the skew between Airtable's clock and ours. A refresh Airtable refuses
+                // means the hook is not usable: it is re-created below.
+                match self.client.refresh_webhook(Lane::Fast, id).await {
+                    Ok(refreshed) => {
+                        tracing::info!(webhook = id, expires = %refreshed["expirationTime"], "refreshed the webhook");
+                        self.hooks.write().await.insert(kind, Hook { id: id.to_owned(), secret });
+                        return Ok(false);
+                    }
+                    Err(e @ AirtableError::Rejected { .. }) => {
+                        tracing::warn!(webhook = id, error = %e, "the webhook cannot be refreshed")
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             if live.is_some() {
                 match self.client.delete_webhook(Lane::Fast, id).await {
@@ -260,6 +330,18 @@ impl Inbound {
                     true,
                 );
             }
+            // A row is never created, or un-parked, from a partial change: such records are
+            // read whole first.
+            let partial: Vec<(usize, String)> = plan
+                .upserts
+                .iter()
+                .filter(|u| !u.complete)
+                .map(|u| (u.table, u.record_id.clone()))
+                .collect();
+            for (ti, rid) in self.applier.needing_whole_records(&partial).await? {
+                plan.upserts.retain(|u| !(u.table == ti && u.record_id == rid));
+                plan.reread.entry(ti).or_default().insert(rid);
+            }
             let users = self.users();
             let mut upserts = std::mem::take(&mut plan.upserts);
             // Users first: their re-read uses the fast lane and goes before bulk reads.
@@ -344,6 +426,14 @@ impl Inbound {
             match self.drain_payloads(kind).await {
                 Ok(true) => checked = None,
                 Ok(false) => backoff = Duration::from_secs(1),
+                Err(e) if e.downcast_ref::<AirtableError>().is_some_and(hook_may_be_gone) => {
+                    // Deleted or expired under us: check it now, and re-create it (then
+                    // reconcile) if it is gone, rather than at the next daily check.
+                    tracing::warn!(error = %e, kind = kind.name(), "the webhook is gone: re-creating it");
+                    self.hooks.write().await.remove(&kind);
+                    checked = None;
+                    continue;
+                }
                 Err(e) => {
                     metrics::counter!("inbound_errors_total", "task" => "webhook").increment(1);
                     tracing::warn!(error = %e, "cannot apply webhook payloads; retrying");
