@@ -54,6 +54,9 @@ pub enum Command {
         /// Print the findings as JSON.
         #[arg(long)]
         json: bool,
+        /// Fail on advice and on what `cdc run` would create, too.
+        #[arg(long)]
+        strict: bool,
     },
     /// The publication (CDC_PUBLICATION).
     Publication {
@@ -155,7 +158,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Check { json } => {
+        Command::Check { json, strict } => {
             let config = CdcConfig::from_env()?;
             let client = sql(&config).await?;
             let mapping = load_mapping().map_err(anyhow::Error::msg)?;
@@ -166,20 +169,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&findings)?);
             } else {
                 for f in &findings {
-                    println!(
-                        "{:<5} {:<24} {}",
-                        if f.ok { "ok" } else { "FAIL" },
-                        f.check,
-                        f.detail
-                    );
+                    let level = match f.level {
+                        check::Level::Ok => "ok",
+                        check::Level::Fail => "FAIL",
+                        check::Level::WillCreate => "NEW",
+                        check::Level::Advice => "WARN",
+                    };
+                    println!("{level:<5} {:<24} {}", f.check, f.detail);
                     if let Some(fix) = &f.fix {
                         println!("      fix: {fix}");
                     }
                 }
             }
-            let failed = findings.iter().filter(|f| !f.ok).count();
+            let failed = findings.iter().filter(|f| f.fails(strict)).count();
             if failed > 0 {
-                bail!("{failed} check(s) failed");
+                bail!("{failed} check(s) failed{}", if strict { " (--strict)" } else { "" });
             }
             Ok(())
         }

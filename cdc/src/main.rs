@@ -3,7 +3,8 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = cdc::cli::Cli::parse();
-    cdc::telemetry::init(cli.log_format);
+    let level = if matches!(cli.command, cdc::cli::Command::Run { .. }) { "info" } else { "warn" };
+    cdc::telemetry::init(cli.log_format, level);
     match cdc::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

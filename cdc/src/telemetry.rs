@@ -8,9 +8,11 @@ pub enum LogFormat {
     Text,
 }
 
-/// Installs the global subscriber once; RUST_LOG filters (default `info`).
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Installs the global subscriber once; RUST_LOG filters (default `default_level`: `info`
+/// for the daemon, `warn` for operator commands, which print their result and nothing else).
+pub fn init(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // A second init (tests) keeps the first subscriber; that is fine.
     let _ = match format {

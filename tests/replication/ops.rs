@@ -36,6 +36,24 @@ async fn cdc_check_flags_a_cluster_without_logical_decoding_and_prints_the_fix()
 }
 
 #[tokio::test]
+async fn cdc_check_tells_what_run_creates_and_advice_from_failures_and_prints_no_logs() {
+    let db = test_db().await;
+    let slot = testkit::cdc::slot_name();
+    let (ok, out, err) = cdc(&db.url(), &slot, &["check"]);
+    assert!(ok, "a fresh setup passes: {out}{err}");
+    assert!(out.contains("NEW   publication") && out.contains("cdc run creates it"), "{out}");
+    assert!(out.contains("NEW   slot"), "{out}");
+    assert!(out.contains("WARN  max_slot_wal_keep_size"), "{out}");
+    assert!(out.contains("ALTER SYSTEM SET max_slot_wal_keep_size"), "the SQL to run: {out}");
+    assert!(!out.contains("FAIL"), "{out}");
+    assert!(err.is_empty(), "an operator command prints its result and nothing else: {err}");
+    let (ok, _, err) = cdc(&db.url(), &slot, &["check", "--strict"]);
+    assert!(!ok && err.contains("(--strict)"), "{err}");
+    let (ok, out, err) = cdc(&db.url(), &slot, &["slot", "create"]);
+    assert!(ok && out.starts_with("created slot") && err.is_empty(), "{out}{err}");
+}
+
+#[tokio::test]
 async fn publication_sync_and_slot_commands_work_through_the_cli() {
     let db = test_db().await;
     let slot = testkit::cdc::slot_name();

@@ -1,5 +1,6 @@
 //! The daemon's outbound side end to end: Postgres -> stream -> Airtable (the emulator).
 
+mod daemon;
 mod hardening;
 mod inbound;
 mod inbound_healing;

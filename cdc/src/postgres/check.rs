@@ -4,20 +4,52 @@ use super::{publication, quote_ident, slot, SqlError};
 use serde::Serialize;
 use tokio_postgres::Client;
 
+/// How much a finding matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    Ok,
+    /// `cdc run` cannot work until this is fixed (exit 1).
+    Fail,
+    /// Missing, and `cdc run` creates it on start.
+    WillCreate,
+    /// Works, but an operator should act (fails only with `--strict`).
+    Advice,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
     pub check: &'static str,
-    pub ok: bool,
+    pub level: Level,
     pub detail: String,
     pub fix: Option<String>,
 }
 
+impl Finding {
+    /// Whether this finding fails the check (`strict`: advice and creations fail too).
+    pub fn fails(&self, strict: bool) -> bool {
+        match self.level {
+            Level::Ok => false,
+            Level::Fail => true,
+            Level::WillCreate | Level::Advice => strict,
+        }
+    }
+}
+
 fn ok(check: &'static str, detail: impl Into<String>) -> Finding {
-    Finding { check, ok: true, detail: detail.into(), fix: None }
+    Finding { check, level: Level::Ok, detail: detail.into(), fix: None }
 }
 
 fn fail(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Finding {
-    Finding { check, ok: false, detail: detail.into(), fix: Some(fix.into()) }
+    Finding { check, level: Level::Fail, detail: detail.into(), fix: Some(fix.into()) }
+}
+
+fn will_create(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Finding {
+    Finding { check, level: Level::WillCreate, detail: detail.into(), fix: Some(fix.into()) }
+}
+
+fn advice(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Finding {
+    Finding { check, level: Level::Advice, detail: detail.into(), fix: Some(fix.into()) }
 }
 
 async fn setting(client: &Client, name: &str) -> Result<String, SqlError> {
@@ -92,7 +124,7 @@ pub async fn run(
     out.push(if keep != "-1" {
         ok("max_slot_wal_keep_size", keep)
     } else {
-        fail(
+        advice(
             "max_slot_wal_keep_size",
             "-1 (unlimited): a stalled daemon makes the slot keep WAL until the disk is full",
             "ALTER SYSTEM SET max_slot_wal_keep_size = '10GB'; SELECT pg_reload_conf();",
@@ -130,8 +162,30 @@ pub async fn run(
         });
     }
 
+    // `cdc run` creates a missing publication when its role owns the tables; otherwise it
+    // refuses, and the owner runs `cdc publication sync`.
+    let owns_tables: bool = client
+        .query_one(
+            "SELECT coalesce(bool_and(pg_has_role(current_user, c.relowner, 'USAGE')), true)
+               FROM unnest($1::text[]) AS t(name) JOIN pg_class c ON c.oid = to_regclass(t.name)",
+            &[&tables
+                .iter()
+                .map(|(s, t)| format!("{}.{}", quote_ident(s), quote_ident(t)))
+                .collect::<Vec<_>>()],
+        )
+        .await?
+        .get(0);
     out.push(match publication::tables(client, publication_name).await? {
-        None => fail("publication", format!("{publication_name} does not exist"), "cdc publication sync"),
+        None if owns_tables => will_create(
+            "publication",
+            format!("{publication_name} does not exist"),
+            "cdc run creates it (or run `cdc publication sync`)",
+        ),
+        None => fail(
+            "publication",
+            format!("{publication_name} does not exist, and role {user} may not create it (it must own the tables)"),
+            "run `cdc publication sync` as the schema owner (a member of coach_migrator)",
+        ),
         Some(current) => {
             let missing: Vec<String> = tables.iter().filter(|t| !current.contains(t)).map(|(s, t)| format!("{s}.{t}")).collect();
             let extra: Vec<String> = current.iter().filter(|c| !tables.contains(c)).map(|(s, t)| format!("{s}.{t}")).collect();
@@ -144,10 +198,15 @@ pub async fn run(
     });
 
     out.push(match &slot {
-        None => fail(
+        None if can_replicate => will_create(
             "slot",
             format!("{slot_name} does not exist"),
-            "cdc slot create (cdc run also creates it)",
+            "cdc run creates it (or run `cdc slot create`)",
+        ),
+        None => fail(
+            "slot",
+            format!("{slot_name} does not exist, and role {user} may not create it"),
+            "cdc slot create, as a role with REPLICATION",
         ),
         Some(s) => match s.problem() {
             Some(p) => fail("slot", p, "see the message"),
