@@ -93,8 +93,13 @@ pub enum DlqAction {
         #[arg(long)]
         json: bool,
     },
-    /// One dead letter in full: payload, error, attempts.
-    Show { id: i64 },
+    /// One dead letter: error, attempts and a preview of its payload (`--full`: everything
+    /// stored, as JSON).
+    Show {
+        id: i64,
+        #[arg(long)]
+        full: bool,
+    },
     /// Send again, through the outbox (the row's current state is read when it is sent).
     Replay {
         /// Dead letter ids; none with --all.
@@ -340,8 +345,13 @@ async fn dlq_command(action: DlqAction) -> anyhow::Result<()> {
                 }
             }
         }
-        DlqAction::Show { id } => {
-            println!("{}", serde_json::to_string_pretty(&crate::dlq::show(&pool, id).await?)?)
+        DlqAction::Show { id, full } => {
+            let d = crate::dlq::show(&pool, id).await?;
+            if full {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                print!("{}", crate::dlq::summary(&d));
+            }
         }
         DlqAction::Replay { ids, all } => {
             if ids.is_empty() && !all {

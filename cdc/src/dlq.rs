@@ -40,6 +40,47 @@ pub async fn show(pool: &PgPool, id: i64) -> anyhow::Result<Value> {
     row.with_context(|| format!("no dead letter {id}"))
 }
 
+/// A dead letter (as `show` returns it) for people: what failed, how often, and the start of
+/// its payload.
+pub fn summary(d: &Value) -> String {
+    let field = |k: &str| match &d[k] {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let payload = d["payload"].to_string();
+    let stored = payload.len();
+    let size = match d["payload_bytes"].as_i64() {
+        Some(original) => format!("{stored} of {original} bytes stored (capped)"),
+        None => format!("{stored} bytes"),
+    };
+    let preview: String = payload.chars().take(400).collect();
+    let more = if preview.len() < payload.len() { " …" } else { "" };
+    format!(
+        "dead letter {} ({})\n\
+         direction   {}\n\
+         table       {}\n\
+         row         pg id {}, Airtable record {}\n\
+         operation   {}\n\
+         error       {}: {}\n\
+         attempts    {} (first failed {}, last failed {})\n\
+         payload     {size}; `--full` prints it\n\
+         \x20           {preview}{more}\n",
+        field("id"),
+        field("status"),
+        field("direction"),
+        field("table_name"),
+        field("pg_id"),
+        field("airtable_record_id"),
+        field("operation"),
+        field("error_code"),
+        field("error_message"),
+        field("attempts"),
+        field("first_failed_at"),
+        field("last_failed_at"),
+    )
+}
+
 /// Queues replays of pending dead letters (`ids`, or every pending one); returns how many.
 /// Outbound ones go through the outbox. Inbound ones are re-read from Airtable: their
 /// tables' poll checkpoints are dropped, so the next poll is a full reconcile, and a dead

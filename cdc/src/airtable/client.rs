@@ -2,121 +2,23 @@
 //! Transient failures (429, 5xx, timeouts, dropped connections) are retried with jittered
 //! exponential backoff, bounded; everything else is returned at once, typed.
 
-use crate::airtable::{
-    budget::{Budget, Lane},
-    config::AirtableConfig,
+pub use crate::airtable::retry::AirtableError;
+use crate::{
+    airtable::{
+        budget::{Budget, Lane},
+        config::AirtableConfig,
+        retry::{classify, error_kind, Verdict},
+    },
+    backoff::Backoff,
 };
-use rand::Rng;
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 use std::{sync::Arc, time::Duration, time::Instant};
-
-/// How a request failed for good.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum AirtableError {
-    /// Airtable refused the request (4xx): retrying cannot help.
-    #[error("Airtable answered {status}: {kind}: {message}")]
-    Rejected { status: u16, kind: String, message: String },
-    /// Airtable refused the daemon itself: a bad or revoked token, missing scopes, a base the
-    /// token cannot see, the plan's monthly quota. No record is at fault.
-    #[error("Airtable refused the daemon ({status} {kind}: {message}); check AIRTABLE_TOKEN (scopes data.records:read, data.records:write, schema.bases:read, webhook:manage) and AIRTABLE_BASE_ID")]
-    Unauthorized { status: u16, kind: String, message: String },
-    /// Transient failures outlasted every attempt.
-    #[error("gave up after {attempts} attempts: {last}")]
-    Exhausted { attempts: u32, last: String },
-}
-
-impl AirtableError {
-    /// The Airtable error type (or a stable code of ours) for dead-letter rows.
-    pub fn code(&self) -> String {
-        match self {
-            AirtableError::Rejected { kind, .. } | AirtableError::Unauthorized { kind, .. } => {
-                kind.clone()
-            }
-            AirtableError::Exhausted { .. } => "RETRIES_EXHAUSTED".into(),
-        }
-    }
-
-    pub fn attempts(&self) -> u32 {
-        match self {
-            AirtableError::Rejected { .. } | AirtableError::Unauthorized { .. } => 1,
-            AirtableError::Exhausted { attempts, .. } => *attempts,
-        }
-    }
-
-    /// The daemon is refused (see [`AirtableError::Unauthorized`]).
-    pub fn is_auth(&self) -> bool {
-        matches!(self, AirtableError::Unauthorized { .. })
-    }
-
-    /// The record (or table) is not there: success for a delete.
-    pub fn is_gone(&self) -> bool {
-        matches!(self, AirtableError::Rejected { status: 404, .. })
-            || matches!(self, AirtableError::Rejected { kind, .. } if kind == "ROW_DOES_NOT_EXIST" || kind == "MODEL_ID_NOT_FOUND")
-    }
-}
-
-/// What a response means for the request that got it (the client's whole retry logic).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Success,
-    /// 429 on the per-second limits: wait out the penalty (never probe it), then retry.
-    RateLimited,
-    /// 5xx: retry with backoff (after `Retry-After` when given).
-    Retry,
-    /// The daemon itself is refused: 401, 403, the monthly quota's 429. Retrying the same
-    /// request now cannot help, and no record is at fault.
-    Unauthorized,
-    /// Any other 4xx: this request is refused; retrying cannot help.
-    Rejected,
-}
-
-/// Classifies a response by its status and Airtable's error type. Pure, so it is tested on
-/// its own.
-pub fn classify(status: u16, kind: &str) -> Verdict {
-    match status {
-        200..=299 => Verdict::Success,
-        429 if kind == "PUBLIC_API_BILLING_LIMIT_EXCEEDED" => Verdict::Unauthorized,
-        429 => Verdict::RateLimited,
-        401 | 403 => Verdict::Unauthorized,
-        500..=599 => Verdict::Retry,
-        _ => Verdict::Rejected,
-    }
-}
 
 pub struct AirtableClient {
     http: reqwest::Client,
     config: AirtableConfig,
     budget: Arc<Budget>,
-}
-
-/// Airtable's error type from any of its three body shapes.
-fn error_kind(body: &Value) -> (String, String) {
-    match body {
-        Value::Object(o) => {
-            if let Some(e) = o.get("error") {
-                match e {
-                    Value::String(s) => return (s.clone(), String::new()),
-                    Value::Object(eo) => {
-                        let kind =
-                            eo.get("type").and_then(Value::as_str).unwrap_or("UNKNOWN").to_owned();
-                        let msg =
-                            eo.get("message").and_then(Value::as_str).unwrap_or("").to_owned();
-                        return (kind, msg);
-                    }
-                    _ => {}
-                }
-            }
-            if let Some(first) = o.get("errors").and_then(Value::as_array).and_then(|a| a.first()) {
-                let kind =
-                    first.get("error").and_then(Value::as_str).unwrap_or("UNKNOWN").to_owned();
-                let msg = first.get("message").and_then(Value::as_str).unwrap_or("").to_owned();
-                return (kind, msg);
-            }
-            ("UNKNOWN".into(), body.to_string())
-        }
-        _ => ("UNEXPECTED_ERROR".into(), String::new()),
-    }
 }
 
 /// `'value'` for a formula, escaped so no value can change the formula.
@@ -150,17 +52,6 @@ impl AirtableClient {
         format!("{}/{t}", self.config.base_id)
     }
 
-    fn backoff(&self, attempt: u32) -> Duration {
-        let cap = self
-            .config
-            .backoff_min
-            .saturating_mul(1 << attempt.min(16))
-            .min(self.config.backoff_max);
-        Duration::from_millis(
-            rand::rng().random_range(cap.as_millis() as u64 / 2..=cap.as_millis().max(1) as u64),
-        )
-    }
-
     /// One logical request, retried while the failure is transient.
     pub async fn send(
         &self,
@@ -172,6 +63,7 @@ impl AirtableClient {
         body: Option<&Value>,
     ) -> Result<Value, AirtableError> {
         let mut last = String::new();
+        let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
         for attempt in 0..self.config.max_attempts {
             if attempt > 0 {
                 metrics::counter!("airtable_retries_total", "op" => op).increment(1);
@@ -264,7 +156,7 @@ impl AirtableClient {
                     }
                 }
             }
-            tokio::time::sleep(self.backoff(attempt)).await;
+            tokio::time::sleep(backoff.next_delay()).await;
         }
         Err(AirtableError::Exhausted { attempts: self.config.max_attempts, last })
     }
@@ -500,42 +392,6 @@ impl AirtableClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn error_bodies_in_all_three_shapes() {
-        assert_eq!(
-            error_kind(&json!({ "error": { "type": "INVALID_RECORDS", "message": "m" } })),
-            ("INVALID_RECORDS".into(), "m".into())
-        );
-        assert_eq!(error_kind(&json!({ "error": "NOT_FOUND" })).0, "NOT_FOUND");
-        assert_eq!(
-            error_kind(&json!({ "errors": [{ "error": "RATE_LIMIT_REACHED", "message": "x" }] })).0,
-            "RATE_LIMIT_REACHED"
-        );
-        assert_eq!(error_kind(&Value::Null).0, "UNEXPECTED_ERROR");
-    }
-
-    #[test]
-    fn responses_are_classified_by_status_and_type() {
-        assert_eq!(classify(200, ""), Verdict::Success);
-        assert_eq!(classify(429, "RATE_LIMIT_REACHED"), Verdict::RateLimited);
-        assert_eq!(classify(429, "PUBLIC_API_BILLING_LIMIT_EXCEEDED"), Verdict::Unauthorized);
-        assert_eq!(classify(401, "AUTHENTICATION_REQUIRED"), Verdict::Unauthorized);
-        assert_eq!(classify(403, "INVALID_PERMISSIONS_OR_MODEL_NOT_FOUND"), Verdict::Unauthorized);
-        assert_eq!(classify(403, "INVALID_PERMISSIONS"), Verdict::Unauthorized);
-        for status in [500, 502, 503, 504] {
-            assert_eq!(classify(status, "UNEXPECTED_ERROR"), Verdict::Retry);
-        }
-        for (status, kind) in [
-            (404, "MODEL_ID_NOT_FOUND"),
-            (413, "UNKNOWN"),
-            (422, "INVALID_VALUE_FOR_COLUMN"),
-            (422, "ROW_DOES_NOT_EXIST"),
-            (400, "UNKNOWN"),
-        ] {
-            assert_eq!(classify(status, kind), Verdict::Rejected, "{status} {kind}");
-        }
-    }
 
     #[test]
     fn formula_strings_cannot_escape_their_quotes() {

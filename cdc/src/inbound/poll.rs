@@ -121,13 +121,7 @@ impl Inbound {
         }
         // Records mapped earlier whose pg id never reached Airtable.
         if !unstamped.is_empty() {
-            let ids: Vec<(String, uuid::Uuid)> = sqlx::query_as(
-                "SELECT airtable_record_id, pg_id FROM airtable_id_map WHERE table_name = $1 AND airtable_record_id = ANY($2)",
-            )
-            .bind(t.table.name)
-            .bind(&unstamped)
-            .fetch_all(self.applier.pool())
-            .await?;
+            let ids = self.applier.mapped_records(t.table.name, &unstamped).await?;
             let to_stamp = ids.into_iter().map(|(r, id)| (table, r, id)).collect();
             self.stamp(&super::apply::Applied { to_stamp, ..Default::default() }).await;
         }

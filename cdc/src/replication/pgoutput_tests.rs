@@ -20,7 +20,7 @@
 
 use super::*;
 use crate::replication::{
-    relations::Decoder,
+    decoder::Decoder,
     value::{self, Value},
     Event, Op,
 };

@@ -1,0 +1,172 @@
+//! Intake: stream changes and outbox intents become pending writes, coalesced per row.
+
+use super::*;
+
+impl AirtableDestination {
+    /// Outbound columns of a row as JSON; false when an unchanged TOAST value is missing.
+    pub(super) fn outbound_fields(
+        &self,
+        ti: usize,
+        row: &crate::replication::Row,
+    ) -> (Map<String, Value>, bool) {
+        let mut fields = Map::new();
+        let mut complete = true;
+        for c in self.mapped(ti).outbound() {
+            match row.get(&c.column) {
+                Some(PgValue::Unchanged) | None => complete = false,
+                Some(v) => {
+                    fields.insert(c.column.clone(), v.to_json());
+                }
+            }
+        }
+        (fields, complete)
+    }
+
+    pub(super) fn pend(&mut self, key: (usize, Uuid), change: Pending) {
+        self.first_pending.get_or_insert_with(Instant::now);
+        self.pending_final = self.pending_final.max(self.tx_final);
+        let merged = match (self.pending.shift_remove(&key), change) {
+            (None, c) => Some(c),
+            (
+                Some(Pending::Upsert {
+                    mut fields,
+                    complete,
+                    created_here,
+                    derived,
+                    mut replays,
+                    since,
+                }),
+                Pending::Upsert { fields: f2, complete: c2, derived: d2, replays: r2, .. },
+            ) => {
+                metrics::counter!("sync_coalesced_changes_total").increment(1);
+                fields.extend(f2);
+                replays.extend(r2);
+                Some(Pending::Upsert {
+                    fields,
+                    complete: complete || c2,
+                    created_here,
+                    derived: derived || d2,
+                    replays,
+                    since,
+                })
+            }
+            (Some(Pending::Upsert { created_here: true, .. }), Pending::Delete { .. }) => {
+                // Inserted and deleted before any flush: Airtable never needs to know.
+                metrics::counter!("sync_coalesced_changes_total").increment(1);
+                None
+            }
+            (Some(Pending::Upsert { replays, since, .. }), Pending::Delete { replays: r2, .. }) => {
+                metrics::counter!("sync_coalesced_changes_total").increment(1);
+                Some(Pending::Delete { replays: replays.into_iter().chain(r2).collect(), since })
+            }
+            (
+                Some(Pending::Delete { since, .. }),
+                Pending::Upsert { fields, complete, derived, replays, .. },
+            ) => {
+                metrics::counter!("sync_coalesced_changes_total").increment(1);
+                Some(Pending::Upsert {
+                    fields,
+                    complete,
+                    created_here: false,
+                    derived,
+                    replays,
+                    since,
+                })
+            }
+            (Some(Pending::Delete { mut replays, since }), Pending::Delete { replays: r2, .. }) => {
+                replays.extend(r2);
+                Some(Pending::Delete { replays, since })
+            }
+        };
+        if let Some(m) = merged {
+            self.pending.insert(key, m);
+        }
+    }
+
+    pub(super) fn on_change(&mut self, c: RowChange) -> Result<(), DestinationError> {
+        let name = c.relation.name.as_str();
+        if name == "sync_outbox" {
+            if c.op == Op::Insert {
+                if let Some(row) = &c.new {
+                    self.on_intent(row.to_json());
+                }
+            }
+            return Ok(());
+        }
+        let Some(ti) = self.table_index(name) else { return Ok(()) };
+        let key_row = if c.op == Op::Delete { c.old.as_ref() } else { c.new.as_ref() };
+        let Some(id) = key_row.and_then(|r| r.get("id")).and_then(|v| match v {
+            PgValue::Uuid(u) => Some(*u),
+            _ => None,
+        }) else {
+            return Err(DestinationError::bad_change(format!("{name}: change without a uuid id")));
+        };
+        let since = self.tx_time;
+        match c.op {
+            Op::Insert | Op::Update => {
+                let Some(row) = c.new.as_ref() else { return Ok(()) };
+                let (fields, complete) = self.outbound_fields(ti, row);
+                // A change to Airtable-owned columns only has nothing to send.
+                if c.op == Op::Update && fields.is_empty() {
+                    return Ok(());
+                }
+                // Only an insert Airtable cannot have seen may be cancelled by a later delete.
+                let created_here = c.op == Op::Insert && !self.redelivered();
+                self.pend(
+                    (ti, id),
+                    Pending::Upsert {
+                        fields,
+                        complete,
+                        created_here,
+                        derived: false,
+                        replays: Vec::new(),
+                        since,
+                    },
+                );
+            }
+            Op::Delete => self.pend((ti, id), Pending::Delete { replays: Vec::new(), since }),
+        }
+        Ok(())
+    }
+
+    /// An outbox intent: resync a row or a table, replay a dead letter, refresh progress.
+    pub(super) fn on_intent(&mut self, row: Map<String, Value>) {
+        let outbox_id = row.get("id").and_then(Value::as_i64);
+        let kind = row.get("kind").and_then(Value::as_str).unwrap_or("");
+        let table = row.get("table_name").and_then(Value::as_str).unwrap_or("");
+        let pg_id = row.get("pg_id").and_then(Value::as_str).and_then(|s| s.parse::<Uuid>().ok());
+        let since = self.tx_time;
+        match (kind, self.table_index(table), pg_id) {
+            ("resync", Some(ti), Some(id)) => {
+                self.pend((ti, id), Pending::reread(since, Vec::new()))
+            }
+            ("resync", Some(ti), None) => {
+                self.first_pending.get_or_insert_with(Instant::now);
+                self.resync_tables.push(ti);
+            }
+            ("progress", Some(ti), Some(id)) => self.pend(
+                (ti, id),
+                Pending::Upsert {
+                    fields: Map::new(),
+                    complete: false,
+                    created_here: false,
+                    derived: true,
+                    replays: Vec::new(),
+                    since,
+                },
+            ),
+            ("replay", _, _) => {
+                if let Some(dl) =
+                    row.get("payload").and_then(|p| p.get("dead_letter_id")).and_then(Value::as_i64)
+                {
+                    self.first_pending.get_or_insert_with(Instant::now);
+                    self.replay_queue.push(dl);
+                }
+            }
+            _ => tracing::warn!(?row, "ignoring an outbox intent this build does not understand"),
+        }
+        if let Some(id) = outbox_id {
+            self.outbox_done.push(id);
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The reconcile: Airtable made equal to Postgres, for what no event can fix.
+
+use super::*;
+
+impl AirtableDestination {
+    /// Makes Airtable equal Postgres for every outbound table: records whose pg id is gone
+    /// from Postgres are deleted, duplicates of a pg id removed, rows Airtable lacks re-sent,
+    /// and the id map corrected. Records without a pg id (made by hand in Airtable) are left
+    /// alone. Catches what no event can: a write a dead process had in flight that landed
+    /// after its row was deleted.
+    pub async fn reconcile(&mut self) -> Result<(), DestinationError> {
+        let started = Instant::now();
+        self.flush_all().await?;
+        let (mut orphans, mut duplicates, mut missing) = (0u64, 0u64, 0u64);
+        for ti in 0..self.mapping.tables.len() {
+            if self.mapped(ti).outbound().next().is_none() {
+                continue;
+            }
+            let t = self.mapped(ti).clone();
+            let listed = match self
+                .client
+                .list_merge_values(Lane::Bulk, &t.airtable, &self.mapping.merge_field)
+                .await
+            {
+                Ok(l) => l,
+                Err(e) if e.is_auth() => return Err(DestinationError::auth(e.to_string())),
+                Err(e) => {
+                    tracing::warn!(table = t.table.name, error = %e, "reconcile: cannot list Airtable; will try again");
+                    continue;
+                }
+            };
+            let in_pg: HashSet<Uuid> =
+                self.store.all_ids(t.table.name).await.map_err(sql_err)?.into_iter().collect();
+            let mapped = self
+                .store
+                .record_ids(t.table.name, &in_pg.iter().copied().collect::<Vec<_>>())
+                .await
+                .map_err(sql_err)?;
+            let mut seen: HashMap<Uuid, String> = HashMap::new();
+            let mut remove: Vec<String> = Vec::new();
+            for (value, record) in listed {
+                let Ok(id) = value.parse::<Uuid>() else { continue };
+                if !in_pg.contains(&id) {
+                    orphans += 1;
+                    remove.push(record);
+                } else if let Some(kept) = seen.get(&id) {
+                    // Keep the record the id map points at.
+                    duplicates += 1;
+                    if mapped.get(&id) == Some(&record) {
+                        remove.push(kept.clone());
+                        seen.insert(id, record);
+                    } else {
+                        remove.push(record);
+                    }
+                } else {
+                    seen.insert(id, record);
+                }
+            }
+            for chunk in remove.chunks(10) {
+                match self.client.delete(Lane::Bulk, &t.airtable, chunk).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_gone() => {
+                        for rec in chunk {
+                            let _ = self
+                                .client
+                                .delete(Lane::Bulk, &t.airtable, std::slice::from_ref(rec))
+                                .await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(table = t.table.name, error = %e, "reconcile: delete failed; next reconcile retries")
+                    }
+                }
+            }
+            let pairs: Vec<(Uuid, String)> = seen
+                .iter()
+                .filter(|(id, rec)| mapped.get(id) != Some(rec))
+                .map(|(id, rec)| (*id, rec.clone()))
+                .collect();
+            self.store.save_record_ids(t.table.name, &pairs).await.map_err(sql_err)?;
+            let since = Utc::now();
+            let absent: Vec<(Uuid, Pending)> = in_pg
+                .iter()
+                .filter(|id| !seen.contains_key(id))
+                .map(|id| (*id, Pending::reread(since, Vec::new())))
+                .collect();
+            missing += absent.len() as u64;
+            if !absent.is_empty() {
+                self.upsert_rows(ti, absent).await?;
+            }
+        }
+        metrics::counter!("sync_reconcile_runs_total").increment(1);
+        metrics::counter!("sync_reconcile_fixed_total", "kind" => "orphan").increment(orphans);
+        metrics::counter!("sync_reconcile_fixed_total", "kind" => "duplicate")
+            .increment(duplicates);
+        metrics::counter!("sync_reconcile_fixed_total", "kind" => "missing").increment(missing);
+        tracing::info!(
+            orphans,
+            duplicates,
+            missing,
+            ms = started.elapsed().as_millis() as u64,
+            "reconciled Airtable with Postgres"
+        );
+        self.reconcile_at = self.config.reconcile_interval.map(|i| Instant::now() + i);
+        Ok(())
+    }
+}

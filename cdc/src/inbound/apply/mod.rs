@@ -1,0 +1,216 @@
+//! Applying Airtable's changes to Postgres: one transaction per batch, under the inbound
+//! replication origin (so the outbound stream skips it), on one dedicated connection.
+//!
+//! - Idempotent: records map to rows through airtable_id_map; an update that changes
+//!   nothing writes nothing; delivery keys in sync_inbox_events make a redelivery a no-op.
+//! - Only Airtable-owned columns are written.
+//! - Deletions: a row nothing references is deleted; a referenced one is soft-deleted
+//!   (`deleted_at`), so history keeps its meaning. Rows Postgres owns are never deleted
+//!   from Airtable.
+//! - A record that cannot be applied (wrong type, unknown link, a constraint) is parked in
+//!   sync_dead_letter (direction inbound) with its raw payload, and the rest commits.
+
+use super::values::{row_values, Columns, LinkShape, ValueError};
+use crate::{
+    config::INBOUND_ORIGIN,
+    postgres::{
+        dead_letter::{self, DeadLetter, Direction},
+        quote_ident,
+    },
+};
+use chrono::{DateTime, Utc};
+use schema::mapping::{MappedTable, Mapping};
+use serde_json::{json, Map, Value};
+use sqlx::{Acquire, PgConnection, PgPool, Postgres, Transaction};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Instant,
+};
+use tokio::sync::Mutex;
+
+mod catalog;
+mod delete;
+mod links;
+mod origin;
+mod store;
+mod upsert;
+
+use catalog::Catalog;
+use store::{map_record, park};
+use uuid::Uuid;
+
+/// The channel a users upsert notifies (payload: the lower-cased email), for logins
+/// waiting on a read-through.
+use schema::channels::USER_SYNCED as USER_SYNCED_CHANNEL;
+
+/// A record's state in Airtable.
+#[derive(Debug, Clone)]
+pub struct Upsert {
+    /// Index into the mapping's tables.
+    pub table: usize,
+    pub record_id: String,
+    /// Cells by Airtable field name (records API format), the merge field included when set.
+    pub fields: Map<String, Value>,
+    /// Every field is present (absent = empty); otherwise only changed fields are.
+    pub complete: bool,
+    /// When Airtable made the change, where known (for the lag histogram).
+    pub changed_at: Option<DateTime<Utc>>,
+}
+
+/// Something that cannot be applied, kept with its raw payload.
+#[derive(Debug, Clone)]
+pub struct Parked {
+    pub table: Option<String>,
+    pub record_id: Option<String>,
+    pub operation: &'static str,
+    pub payload: Value,
+    pub code: String,
+    pub message: String,
+}
+
+/// One transaction's worth of changes.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub upserts: Vec<Upsert>,
+    /// (table index, record id).
+    pub deletes: Vec<(usize, String)>,
+    pub parked: Vec<Parked>,
+    /// Delivery keys (source, key) recorded with the changes.
+    pub events: Vec<(String, String)>,
+    /// Checkpoints (name, value) committed with the changes.
+    pub checkpoints: Vec<(String, Value)>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty()
+            && self.deletes.is_empty()
+            && self.parked.is_empty()
+            && self.events.is_empty()
+            && self.checkpoints.is_empty()
+    }
+}
+
+/// What a batch did.
+#[derive(Debug, Default, Clone)]
+pub struct Applied {
+    pub written: usize,
+    pub unchanged: usize,
+    pub ignored: usize,
+    pub deleted: usize,
+    pub soft_deleted: usize,
+    pub parked: usize,
+    /// Rows created for records that carry no pg id yet: (table index, record id, pg id).
+    /// The caller writes the pg id into Airtable, so outbound writes merge onto the record.
+    pub to_stamp: Vec<(usize, String, Uuid)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("the inbound replication origin is unavailable: {0}; grant the replication-origin functions to the daemon's role (see migrations/0005_privileges.sql)")]
+    Origin(sqlx::Error),
+}
+
+pub struct Applier {
+    mapping: Arc<Mapping>,
+    pool: PgPool,
+    conn: Mutex<Option<PgConnection>>,
+    catalog: Catalog,
+}
+
+impl Applier {
+    pub async fn new(mapping: Arc<Mapping>, pool: PgPool) -> sqlx::Result<Self> {
+        let catalog = Catalog::read(&pool, &mapping).await?;
+        Ok(Self { mapping, pool, conn: Mutex::new(None), catalog })
+    }
+
+    pub fn mapping(&self) -> &Arc<Mapping> {
+        &self.mapping
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies `batch` in one transaction. Delivery keys already recorded make the whole
+    /// batch a no-op (it was applied before).
+    pub async fn apply(&self, batch: Batch) -> Result<Applied, ApplyError> {
+        let mut slot = self.conn.lock().await;
+        Self::connection(&mut slot, &self.pool).await?;
+        let Some(conn) = slot.as_mut() else { return Ok(Applied::default()) };
+        let result = self.apply_on(conn, batch).await;
+        if let Err(ApplyError::Db(e)) = &result {
+            if !matches!(e, sqlx::Error::Database(_)) {
+                // The connection may be gone: the next batch opens a new one.
+                *slot = None;
+            }
+        }
+        result
+    }
+
+    async fn apply_on(
+        &self,
+        conn: &mut PgConnection,
+        mut batch: Batch,
+    ) -> Result<Applied, ApplyError> {
+        let mut applied = Applied::default();
+        let mut tx = conn.begin().await?;
+        if !batch.events.is_empty() {
+            let (sources, keys): (Vec<String>, Vec<String>) = batch.events.iter().cloned().unzip();
+            let fresh: i64 = sqlx::query_scalar(
+                "WITH ins AS (INSERT INTO sync_inbox_events (source, event_key) SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM ins",
+            )
+            .bind(&sources)
+            .bind(&keys)
+            .fetch_one(&mut *tx)
+            .await?;
+            if fresh == 0 {
+                metrics::counter!("inbound_duplicate_deliveries_total").increment(1);
+                batch.upserts.clear();
+                batch.deletes.clear();
+                batch.parked.clear();
+            }
+        }
+        // Parents first, so links inside the batch resolve.
+        batch.upserts.sort_by_key(|u| u.table);
+        let mut i = 0;
+        while i < batch.upserts.len() {
+            let table = batch.upserts[i].table;
+            let end = batch.upserts[i..]
+                .iter()
+                .position(|u| u.table != table)
+                .map_or(batch.upserts.len(), |p| i + p);
+            self.upsert_group(&mut tx, &batch.upserts[i..end], &mut applied, &mut batch.parked)
+                .await?;
+            i = end;
+        }
+        for (table, record_id) in &batch.deletes {
+            self.delete(&mut tx, *table, record_id, &mut applied).await?;
+        }
+        for p in &batch.parked {
+            park(&mut *tx, p).await?;
+            metrics::counter!("inbound_dead_letters_total", "code" => p.code.clone()).increment(1);
+        }
+        applied.parked = batch.parked.len();
+        for (name, value) in &batch.checkpoints {
+            sqlx::query("INSERT INTO sync_checkpoint (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value")
+                .bind(name)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        let now = Utc::now();
+        for u in &batch.upserts {
+            if let Some(at) = u.changed_at {
+                let t = self.mapping.tables[u.table].table.name;
+                metrics::histogram!("inbound_lag_seconds", "table" => t)
+                    .record((now - at).num_milliseconds().max(0) as f64 / 1000.0);
+            }
+        }
+        Ok(applied)
+    }
+}
