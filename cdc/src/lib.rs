@@ -1,8 +1,30 @@
-//! `cdc`: the sync daemon and the operator CLI around it.
+//! `cdc`: the sync daemon and the operator CLI around it. Both directions, in the order the
+//! data flows:
 //!
-//! - [`replication`]: the logical replication source (pgoutput decoding, the stream).
-//! - [`destination`]: where committed changes go, behind the [`destination::Destination`] contract.
-//! - [`postgres`]: slots, the publication, checks.
+//! **Outbound, Postgres to Airtable**
+//! 1. [`replication`]: the slot is read through pgoutput ([`replication::pgoutput`] frames,
+//!    the decoder turns them into typed [`replication::Event`]s; decoding is total), and the
+//!    [`replication::Stream`] hands each committed transaction, in commit order, to a
+//!    destination and confirms to the slot only what the destination acknowledged.
+//! 2. [`destination`]: the [`destination::Destination`] contract (at-least-once, streamed,
+//!    acknowledged by LSN; typed errors decide retry, pause, isolate or stop), and its sinks.
+//! 3. [`destination::airtable`]: intake (coalesced pending writes) → flush → records and
+//!    links → writes and dead letters → reconcile.
+//! 4. [`airtable`]: what both directions share to talk to Airtable: the request budget, the
+//!    IO client and its retry logic, cell conversions.
+//!
+//! **Inbound, Airtable to Postgres**
+//! 1. [`inbound::webhook`]: pings received and verified, hooks kept alive, payloads drained
+//!    from their cursor; [`inbound`]'s polls and reconciles as the safety net; the users
+//!    fast lane and the login read-through.
+//! 2. [`inbound::apply`]: one transaction per batch under the inbound replication origin (so
+//!    the outbound stream never echoes it), only Airtable-owned columns written.
+//!
+//! **Around them**: [`run`] wires a daemon ([`run::Daemon`]) from its configuration
+//! ([`config`]); [`postgres`] holds the daemon's own SQL (slot, publication, checks, the
+//! dead-letter writer); [`ops`] serves metrics, health and readiness; [`cli`], [`dlq`] and
+//! [`migrate`] are the operator commands; [`backoff`] is the one retry policy;
+//! [`telemetry`] the logs.
 
 pub mod airtable;
 pub mod backoff;

@@ -108,16 +108,17 @@ async fn creates_updates_and_deletes_of_every_airtable_owned_table_reach_postgre
     let goal = record_of(&db, "goals", "00000000-0000-4000-8000-000000000201").await;
     let category = text(&db.pool, "SELECT airtable_record_id FROM airtable_id_map WHERE table_name = 'mindset_categories' LIMIT 1").await.expect("category");
 
-    // Sunday is referenced by nothing: its deletion deletes the row, and a new one fits.
+    // Sunday, made unreferenced (the demo planning uses every day): its deletion deletes the
+    // row, and a new one fits.
+    exec(&db.pool, "UPDATE program_schedule SET day_of_week_id = NULL WHERE day_of_week_id = '00000000-0000-4000-8000-000000000107'").await;
     let sunday = record_of(&db, "days_of_week", "00000000-0000-4000-8000-000000000107").await;
     let referenced: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM program_schedule WHERE day_of_week_id = '00000000-0000-4000-8000-000000000107') OR EXISTS (SELECT 1 FROM personal_goals WHERE '00000000-0000-4000-8000-000000000107' = ANY (scheduled_day_ids)) OR EXISTS (SELECT 1 FROM programs WHERE '00000000-0000-4000-8000-000000000107' = ANY (day_of_week_ids))").fetch_one(&db.pool).await.expect("refs");
-    if !referenced {
-        admin.delete_record(BASE, "Days of week", &sunday).expect("delete");
-        wait_until(LIMIT, "Sunday deleted", || async {
-            text(&db.pool, "SELECT id::text FROM days_of_week WHERE iso_day = 7").await.is_none()
-        })
-        .await;
-    }
+    assert!(!referenced, "the delete path below needs Sunday unreferenced");
+    admin.delete_record(BASE, "Days of week", &sunday).expect("delete");
+    wait_until(LIMIT, "Sunday deleted", || async {
+        text(&db.pool, "SELECT id::text FROM days_of_week WHERE iso_day = 7").await.is_none()
+    })
+    .await;
 
     let cases: Vec<(&str, &str, Value, Value, &str)> = vec![
         (
@@ -178,16 +179,10 @@ async fn creates_updates_and_deletes_of_every_airtable_owned_table_reach_postgre
         admin.update_record(BASE, airtable, &id, update.clone()).expect("update");
         created.push((*table, *airtable, id));
     }
-    if !referenced {
-        let r = admin
-            .create_records(
-                BASE,
-                "Days of week",
-                vec![json!({ "Name": "Zondag", "Day number": 7 })],
-            )
-            .expect("day");
-        wait_row(&db, "days_of_week", &rec(&r[0]), "t.iso_day = 7").await;
-    }
+    let day = admin
+        .create_records(BASE, "Days of week", vec![json!({ "Name": "Zondag", "Day number": 7 })])
+        .expect("day");
+    wait_row(&db, "days_of_week", &rec(&day[0]), "t.iso_day = 7").await;
     for ((table, _, id), (_, _, _, _, check)) in created.iter().zip(&cases) {
         wait_row(&db, table, id, check).await;
     }
@@ -337,6 +332,13 @@ async fn duplicate_and_replayed_deliveries_change_nothing() {
     let db = test_db().await;
     let (e, r) = receiving(&db, |_| {}).await;
     let goal = record_of(&db, "goals", "00000000-0000-4000-8000-000000000201").await;
+    let start = text(
+        &db.pool,
+        "SELECT value->>'cursor' FROM sync_checkpoint WHERE name = 'inbound.webhook.base.cursor'",
+    )
+    .await
+    .and_then(|c| c.parse::<u64>().ok())
+    .unwrap_or(1);
     e.admin().update_record(BASE, "Goals", &goal, json!({ "Name": "Eerste" })).expect("update");
     e.admin().update_record(BASE, "Goals", &goal, json!({ "Name": "Tweede" })).expect("update");
     wait_row(&db, "goals", &goal, "t.name = 'Tweede'").await;
@@ -346,8 +348,10 @@ async fn duplicate_and_replayed_deliveries_change_nothing() {
             text(&pool, "SELECT value->>'cursor' FROM sync_checkpoint WHERE name = 'inbound.webhook.base.cursor'").await
         }
     };
+    // Two edits, two payloads, whatever the numbering starts at.
+    let after = (start + 2).to_string();
     wait_until(LIMIT, "every payload is read", || async {
-        cursor(&db).await.as_deref() == Some("3")
+        cursor(&db).await.as_deref() == Some(after.as_str())
     })
     .await;
     let version = "SELECT xmin::text FROM goals WHERE id = '00000000-0000-4000-8000-000000000201'";
@@ -367,9 +371,9 @@ async fn duplicate_and_replayed_deliveries_change_nothing() {
     }
     // The deliveries again, as if the cursor's commit had been lost: each payload is
     // known by (webhook, number), so replaying the older name cannot roll the row back.
-    exec(&db.pool, "UPDATE sync_checkpoint SET value = jsonb_set(value, '{cursor}', '1') WHERE name = 'inbound.webhook.base.cursor'").await;
+    exec(&db.pool, &format!("UPDATE sync_checkpoint SET value = jsonb_set(value, '{{cursor}}', '{start}') WHERE name = 'inbound.webhook.base.cursor'")).await;
     r.inbound.drain_payloads(HookKind::Base).await.expect("drain");
-    assert_eq!(cursor(&db).await.as_deref(), Some("3"));
+    assert_eq!(cursor(&db).await.as_deref(), Some(after.as_str()));
     assert_eq!(
         text(&db.pool, "SELECT name FROM goals WHERE id = '00000000-0000-4000-8000-000000000201'")
             .await

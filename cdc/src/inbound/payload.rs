@@ -1,4 +1,4 @@
-//! Webhook payloads (§6.5 of the Airtable contract) into a plan: what to apply straight from
+//! Webhook payloads into a plan: what to apply straight from
 //! the payload, what to re-read through the records API (cells whose webhook format differs),
 //! what to delete, and what to park.
 

@@ -1,4 +1,4 @@
-//! The environment contract (seeds 004): DATABASE_URL, PGPOOL_MIN, PGPOOL_MAX,
+//! The environment contract: DATABASE_URL, PGPOOL_MIN, PGPOOL_MAX,
 //! PG_QUERY_TIMEOUT_MS, PG_IDLE_TIMEOUT_MS, PG_SSL_MODE, DB_APPLICATION_NAME.
 
 use sqlx::postgres::{PgConnectOptions, PgSslMode};

@@ -1,4 +1,4 @@
-//! The Postgres runtime shared by the API and the daemon (the seeds' `db-runtime`):
+//! The Postgres runtime shared by the API and the daemon:
 //! pool creation from the environment contract, transactions that retry serialization
 //! failures and deadlocks, database errors mapped to stable kinds, migrations, readiness,
 //! and a LISTEN that survives its connection.

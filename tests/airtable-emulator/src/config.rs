@@ -61,7 +61,7 @@ impl EmulatorConfig {
     }
 }
 
-/// Airtable's documented limits (§5), enforced as the project rule says: never more than
+/// Airtable's documented limits, enforced as the project rule says: never more than
 /// `per_base` requests to one base within any sliding window of `window`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RateLimits {
@@ -116,7 +116,7 @@ pub struct Faults {
     pub latency_jitter_ms: u64,
 }
 
-/// A schema file: the Meta API's shape (§8), ids optional (generated when missing).
+/// A schema file: the Meta API's shape, ids optional (generated when missing).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SchemaFile {
     pub bases: Vec<BaseSchema>,

@@ -1,4 +1,4 @@
-//! Errors in Airtable's documented body shapes and status codes (airtable-api.md §4).
+//! Errors in Airtable's documented body shapes and status codes.
 
 use axum::{
     http::{header, HeaderValue, StatusCode},

@@ -1,4 +1,4 @@
-//! Rate limits as the project reads Airtable's (§5): at most N requests in any sliding
+//! Rate limits as the project reads Airtable's: at most N requests in any sliding
 //! window, per base and per token; a violation starts a penalty during which everything
 //! for that base (or token) gets 429.
 

@@ -1,4 +1,4 @@
-//! Notification pings (§6.3): coalesced, signed, retried on Airtable's schedule (scaled by
+//! Notification pings: coalesced, signed, retried on Airtable's schedule (scaled by
 //! config), and after the last failure notifications are switched off for the hook.
 
 use crate::{clock::iso, lock, Shared};

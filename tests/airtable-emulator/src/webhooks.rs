@@ -1,4 +1,4 @@
-//! Webhooks (§6): specification filters, payloads in the V2 cell format, cursor listing,
+//! Webhooks: specification filters, payloads in the V2 cell format, cursor listing,
 //! expiry and retention, and notification pings signed with the webhook's MAC secret.
 
 use crate::{
@@ -418,7 +418,7 @@ impl Webhook {
     }
 }
 
-/// `hmac-sha256=<lowercase hex of HMAC-SHA256(secret, raw body)>` (§6.3).
+/// `hmac-sha256=<lowercase hex of HMAC-SHA256(secret, raw body)>`.
 pub fn mac_header(secret: &[u8], body: &[u8]) -> String {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {

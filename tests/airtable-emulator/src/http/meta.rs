@@ -1,4 +1,4 @@
-//! The Meta API (§8).
+//! The Meta API.
 
 use super::Handled;
 use crate::{lock, model::table::EMULATOR_USER, Shared};

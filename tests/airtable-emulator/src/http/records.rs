@@ -1,4 +1,4 @@
-//! The records API (§3).
+//! The records API.
 
 use super::{query, Handled, Request};
 use crate::{

@@ -1,4 +1,4 @@
-//! The webhooks API (§6).
+//! The webhooks API.
 
 use super::{Handled, Request};
 use crate::{error::ApiError, lock, pinger, webhooks::Webhook, Shared};

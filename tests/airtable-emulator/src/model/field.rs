@@ -1,4 +1,4 @@
-//! Field types and what each accepts on write (§7).
+//! Field types and what each accepts on write.
 
 use crate::{clock::iso, error::ApiError, ids};
 use chrono::{DateTime, NaiveDate, Utc};
