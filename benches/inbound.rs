@@ -63,8 +63,7 @@ async fn main() {
     sqlx::raw_sql(DEMO).execute(&pool).await.expect("demo");
     let e = emulator(schema_for(&mapping(), |_| {}), RateLimits::default()).await;
     mirror_reference_data(&e, BASE, &pool, &mapping()).await;
-    let tables: Vec<String> =
-        cdc::config::published_tables(&mapping()).into_iter().map(|(_, t)| t).collect();
+    let tables: Vec<String> = mapping().published_tables().into_iter().map(|(_, t)| t).collect();
     let tables: Vec<&str> = tables.iter().map(String::as_str).collect();
     prepare(&url, "bench_pub", &tables, "bench_slot").await;
 

@@ -81,7 +81,7 @@ impl Env {
         let slot = format!("bench_slot_{}", self.n);
         let publication = format!("bench_pub_{}", self.n);
         let tables: Vec<String> =
-            cdc::config::published_tables(&mapping()).into_iter().map(|(_, t)| t).collect();
+            mapping().published_tables().into_iter().map(|(_, t)| t).collect();
         let tables: Vec<&str> = tables.iter().map(String::as_str).collect();
         prepare(&url, &publication, &tables, &slot).await;
         (url, pool, e, slot, publication)

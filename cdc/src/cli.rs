@@ -2,7 +2,7 @@
 //! non-zero with a message naming the fix when something is wrong.
 
 use crate::{
-    config::{load_mapping, published_tables, CdcConfig},
+    config::{load_mapping, CdcConfig},
     destination::{airtable::AirtableConfig, LogDestination, NullDestination},
     inbound::InboundConfig,
     postgres::{self, check, publication, slot, ConnInfo},
@@ -149,8 +149,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                             format!("cannot connect to {}", config.postgres.redacted_url())
                         })?;
                     let (destination, inbound) =
-                        airtable_sides(airtable, InboundConfig::from_env()?, mapping, pool).await?;
-                    let daemon = Daemon::build_with(&config, destination, Some(inbound)).await?;
+                        airtable_sides(airtable, InboundConfig::from_env()?, mapping.clone(), pool)
+                            .await?;
+                    let daemon =
+                        Daemon::build(&config, &mapping, destination, Some(inbound)).await?;
                     tracing::info!(ops = %daemon.ops_addr(), "cdc running (outbound and inbound)");
                     daemon.run_until(shutdown).await?;
                     Ok(())
@@ -168,7 +170,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = sql(&config).await?;
             let mapping = load_mapping().map_err(anyhow::Error::msg)?;
             let findings =
-                check::run(&client, &config.slot, &config.publication, &published_tables(&mapping))
+                check::run(&client, &config.slot, &config.publication, &mapping.published_tables())
                     .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&findings)?);
@@ -196,7 +198,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = CdcConfig::from_env()?;
             let client = sql(&config).await?;
             let mapping = load_mapping().map_err(anyhow::Error::msg)?;
-            match publication::sync(&client, &config.publication, &published_tables(&mapping))
+            match publication::sync(&client, &config.publication, &mapping.published_tables())
                 .await?
             {
                 publication::PublicationChange::Created => {
@@ -243,7 +245,8 @@ async fn run_daemon<D: crate::destination::Destination>(
     destination: D,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let daemon = Daemon::build(config, destination).await?;
+    let mapping = load_mapping().map_err(anyhow::Error::msg)?;
+    let daemon = Daemon::build(config, &mapping, destination, None).await?;
     tracing::info!(ops = %daemon.ops_addr(), "cdc running");
     daemon.run_until(shutdown).await?;
     Ok(())

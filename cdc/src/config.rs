@@ -77,19 +77,6 @@ pub fn load_mapping() -> Result<schema::mapping::Mapping, String> {
     }
 }
 
-/// The tables the publication holds: every mapped table with Postgres-owned fields, and the
-/// outbox.
-pub fn published_tables(mapping: &schema::mapping::Mapping) -> Vec<(String, String)> {
-    mapping
-        .tables
-        .iter()
-        .filter(|t| t.outbound().next().is_some())
-        .map(|t| t.table.name)
-        .chain(std::iter::once("sync_outbox"))
-        .map(|t| ("public".to_owned(), t.to_owned()))
-        .collect()
-}
-
 /// Checks every mapped column exists in Postgres (the catalog, not just the registry).
 pub async fn validate_mapping_catalog(
     mapping: &schema::mapping::Mapping,

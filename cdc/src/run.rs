@@ -3,7 +3,7 @@
 
 use crate::{
     airtable::{AirtableClient, AirtableConfig, Lane},
-    config::{load_mapping, published_tables, validate_mapping_catalog, CdcConfig, INBOUND_ORIGIN},
+    config::{validate_mapping_catalog, CdcConfig, INBOUND_ORIGIN},
     destination::{airtable::AirtableDestination, Destination},
     inbound::{apply::Applier, webhook, Inbound, InboundConfig},
     ops::{self, Ops},
@@ -29,16 +29,14 @@ pub struct Daemon<D: Destination> {
 }
 
 impl<D: Destination> Daemon<D> {
-    /// Refuses to start on an unmigrated database, creates a missing publication and slot,
-    /// refuses a lost slot, binds METRICS_ADDR.
-    pub async fn build(config: &CdcConfig, destination: D) -> anyhow::Result<Self> {
-        Self::build_with(config, destination, None).await
-    }
-
-    /// As [`Daemon::build`], with the inbound side (Airtable into Postgres) running beside
-    /// the stream and its webhook receiver on the ops listener.
-    pub async fn build_with(
+    /// The one way to a running daemon (the CLI, the local stack and the tests use it): refuses
+    /// an unmigrated database or a mapping that does not fit it, creates a missing publication
+    /// and slot, refuses a lost slot, binds METRICS_ADDR. With `inbound`, the Airtable-to-
+    /// Postgres side runs beside the stream, its webhook receiver on the ops listener. Reads
+    /// no environment: everything comes in `config`, `mapping` and the parts given.
+    pub async fn build(
         config: &CdcConfig,
+        mapping: &Mapping,
         destination: D,
         inbound: Option<Arc<Inbound>>,
     ) -> anyhow::Result<Self> {
@@ -54,12 +52,11 @@ impl<D: Destination> Daemon<D> {
         let app = config.postgres.application_name.clone();
         let client =
             postgres::connect(&conn, &app).await.context("cannot connect for slot management")?;
-        let mapping = load_mapping().map_err(anyhow::Error::msg)?;
-        validate_mapping_catalog(&mapping, &client)
+        validate_mapping_catalog(mapping, &client)
             .await
             .map_err(|e| anyhow::anyhow!("the mapping does not fit the database: {e}"))?;
         if publication::tables(&client, &config.publication).await?.is_none() {
-            match publication::sync(&client, &config.publication, &published_tables(&mapping)).await {
+            match publication::sync(&client, &config.publication, &mapping.published_tables()).await {
                 Ok(_) => tracing::info!(publication = %config.publication, "created the publication"),
                 Err(e) if e.code() == Some("42501") => bail!(
                     "publication {:?} is missing and this role may not create it (it must own the tables): run `cdc publication sync` as the schema owner (a member of coach_migrator)",

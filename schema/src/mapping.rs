@@ -108,6 +108,18 @@ pub const SUPPORTED_TYPES: &[&str] = &[
 ];
 
 impl Mapping {
+    /// The tables the publication holds, as (schema, table): every mapped table with
+    /// Postgres-owned fields, and the outbox. The one definition of "published".
+    pub fn published_tables(&self) -> Vec<(String, String)> {
+        self.tables
+            .iter()
+            .filter(|t| t.outbound().next().is_some())
+            .map(|t| t.table.name)
+            .chain(std::iter::once("sync_outbox"))
+            .map(|t| ("public".to_owned(), t.to_owned()))
+            .collect()
+    }
+
     /// The shipped default.
     pub fn default_mapping() -> Result<Self, MappingError> {
         Self::parse(DEFAULT_MAPPING)
@@ -249,6 +261,19 @@ impl MappedTable {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn published_tables_are_the_operational_and_mixed_ones_and_the_outbox() {
+        let m = Mapping::default_mapping().expect("mapping");
+        let published: Vec<String> = m.published_tables().into_iter().map(|(_, t)| t).collect();
+        for t in crate::registry::TABLES {
+            let expected = matches!(
+                t.kind,
+                crate::registry::TableKind::Operational | crate::registry::TableKind::Mixed
+            ) || t.name == "sync_outbox";
+            assert_eq!(published.iter().any(|p| p == t.name), expected, "{}", t.name);
+        }
+    }
+
     use super::*;
 
     #[test]

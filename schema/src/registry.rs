@@ -63,11 +63,6 @@ impl Table {
     pub fn rows_owned_by_airtable(&self) -> bool {
         self.column("deleted_at").is_some_and(|c| c.owner == Owner::Airtable)
     }
-
-    /// Whether the daemon mirrors this table's rows through the replication stream.
-    pub fn is_published(&self) -> bool {
-        matches!(self.kind, TableKind::Operational | TableKind::Mixed) || self.name == "sync_outbox"
-    }
 }
 
 const fn pg(name: &'static str) -> Column {
@@ -445,16 +440,5 @@ mod tests {
             let expected = t.kind == TableKind::Reference || t.name == "users";
             assert_eq!(t.rows_owned_by_airtable(), expected, "{}", t.name);
         }
-    }
-
-    #[test]
-    fn published_tables_are_the_operational_mixed_and_outbox() {
-        let published: Vec<_> =
-            TABLES.iter().filter(|t| t.is_published()).map(|t| t.name).collect();
-        assert!(published.contains(&"programs"));
-        assert!(published.contains(&"users"));
-        assert!(published.contains(&"sync_outbox"));
-        assert!(!published.contains(&"airtable_id_map"));
-        assert!(!published.contains(&"methods"));
     }
 }

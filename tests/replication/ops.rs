@@ -110,10 +110,15 @@ fn daemon_config(db: &TestDb, slot: &str) -> CdcConfig {
 #[tokio::test]
 async fn the_daemon_refuses_an_unmigrated_database() {
     let db = empty_db().await;
-    let err = Daemon::build(&daemon_config(&db, "never_created"), MemoryDestination::new())
-        .await
-        .err()
-        .expect("refused");
+    let err = Daemon::build(
+        &daemon_config(&db, "never_created"),
+        &testkit::airtable::mapping(),
+        MemoryDestination::new(),
+        None,
+    )
+    .await
+    .err()
+    .expect("refused");
     assert!(format!("{err:#}").contains("cdc migrate"), "{err:#}");
 }
 
@@ -121,8 +126,14 @@ async fn the_daemon_refuses_an_unmigrated_database() {
 async fn the_daemon_creates_slot_and_publication_serves_health_and_metrics_and_stops_cleanly() {
     let db = test_db().await;
     let slot = testkit::cdc::slot_name();
-    let daemon =
-        Daemon::build(&daemon_config(&db, &slot), MemoryDestination::new()).await.expect("builds");
+    let daemon = Daemon::build(
+        &daemon_config(&db, &slot),
+        &testkit::airtable::mapping(),
+        MemoryDestination::new(),
+        None,
+    )
+    .await
+    .expect("builds");
     let base = format!("http://{}", daemon.ops_addr());
     let (tx, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(daemon.run_until(rx));

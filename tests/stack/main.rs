@@ -11,7 +11,7 @@
 use airtable_emulator::{Emulator, EmulatorConfig, SchemaFile};
 use anyhow::Context;
 use cdc::{
-    config::{published_tables, CdcConfig},
+    config::CdcConfig,
     destination::airtable::AirtableConfig,
     inbound::InboundConfig,
     run::{airtable_sides, shutdown_on_signals, Daemon},
@@ -97,11 +97,11 @@ async fn main() -> anyhow::Result<()> {
     let (destination, inbound) =
         airtable_sides(airtable.clone(), inbound_config, mapping.clone(), pool.clone()).await?;
     let fresh_slot = !slot_exists(&pool, &cdc_config.slot).await?;
-    let daemon = Daemon::build_with(&cdc_config, destination, Some(inbound)).await?;
+    let daemon = Daemon::build(&cdc_config, &mapping, destination, Some(inbound)).await?;
     // Rows Airtable has not seen (the demo data, or everything for a fresh emulator): send
     // their current state.
     if emulator.is_some() || fresh_slot {
-        for (_, t) in published_tables(&mapping).iter().filter(|(_, t)| t != "sync_outbox") {
+        for (_, t) in mapping.published_tables().iter().filter(|(_, t)| t != "sync_outbox") {
             sqlx::query("INSERT INTO sync_outbox (kind, table_name) VALUES ('resync', $1)")
                 .bind(t)
                 .execute(&pool)

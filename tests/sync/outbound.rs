@@ -28,8 +28,7 @@ pub(super) async fn setup(db: &TestDb, e: &airtable_emulator::Emulator) -> (Stri
     mirror_reference_data(e, BASE, &db.pool, &mapping()).await;
     let slot = slot_name();
     let publication = format!("{slot}_pub");
-    let tables: Vec<String> =
-        cdc::config::published_tables(&mapping()).into_iter().map(|(_, t)| t).collect();
+    let tables: Vec<String> = mapping().published_tables().into_iter().map(|(_, t)| t).collect();
     let tables: Vec<&str> = tables.iter().map(String::as_str).collect();
     prepare(&db.url(), &publication, &tables, &slot).await;
     // Rows that existed before the slot: send their current state.

@@ -2,10 +2,12 @@
 
 pub mod airtable;
 mod log;
+#[cfg(any(test, feature = "test-support"))]
 mod memory;
 mod null;
 
 pub use log::LogDestination;
+#[cfg(any(test, feature = "test-support"))]
 pub use memory::{MemoryDestination, MemoryLog};
 pub use null::NullDestination;
 
