@@ -45,19 +45,7 @@ impl std::fmt::Debug for Config {
     }
 }
 
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-fn number(name: &'static str, default: u64) -> Result<u64, ConfigError> {
-    match var(name) {
-        None => Ok(default),
-        Some(v) => v.parse().map_err(|_| ConfigError::Invalid {
-            var: name,
-            reason: format!("expected a whole number, got {v:?}"),
-        }),
-    }
-}
+use schema::env::{number, var};
 
 impl AuthConfig {
     /// Refuses a missing or weak secret: fewer than 32 bytes, or too few distinct characters
@@ -112,9 +100,9 @@ impl Config {
             .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
             .unwrap_or_default();
         c.request_timeout = Duration::from_millis(number("REQUEST_TIMEOUT_MS", 10_000)?);
-        c.max_body_bytes = number("MAX_BODY_BYTES", 64 * 1024)? as usize;
+        c.max_body_bytes = number::<usize>("MAX_BODY_BYTES", 64 * 1024)?;
         c.read_through_wait = Duration::from_millis(number("READ_THROUGH_WAIT_MS", 5_000)?);
-        c.pipeline_connections = number("PG_PIPELINE_CONNECTIONS", 8)? as usize;
+        c.pipeline_connections = number::<usize>("PG_PIPELINE_CONNECTIONS", 8)?;
         Ok(c)
     }
 }

@@ -21,21 +21,7 @@ pub struct CdcConfig {
     pub lag_interval: Duration,
 }
 
-/// An environment variable, unset when empty.
-pub(crate) fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-/// A duration in milliseconds from the environment, `default` when unset.
-pub(crate) fn millis(name: &'static str, default: u64) -> Result<Duration, ConfigError> {
-    match var(name) {
-        None => Ok(Duration::from_millis(default)),
-        Some(v) => v.parse().map(Duration::from_millis).map_err(|_| ConfigError::Invalid {
-            var: name,
-            reason: format!("expected milliseconds, got {v:?}"),
-        }),
-    }
-}
+pub(crate) use schema::env::{millis, var};
 
 impl CdcConfig {
     pub fn from_env() -> Result<Self, ConfigError> {

@@ -182,13 +182,7 @@ async fn sample_slot(client: tokio_postgres::Client, slot_name: String, every: D
 pub fn shutdown_on_signals() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
-        }
+        schema::shutdown::signalled().await;
         tracing::info!("signal received: stopping");
         let _ = tx.send(true);
     });

@@ -8,8 +8,10 @@
 //!   contract, retrying transactions, stable error kinds, migrations and readiness.
 
 pub mod channels;
+pub mod env;
 pub mod limits;
 pub mod mapping;
 pub mod metrics;
 pub mod postgres;
 pub mod registry;
+pub mod shutdown;

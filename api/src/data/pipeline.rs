@@ -62,14 +62,10 @@ impl Pipeline {
     /// `n` connections, or None when the configuration asks for TLS or they cannot be
     /// opened (the sqlx pool serves everything then).
     pub async fn connect(pg: &PgConfig, n: usize) -> Option<Arc<Self>> {
-        if n == 0
-            || matches!(
-                pg.ssl_mode,
-                Some(SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull)
-            )
-            || pg.url.contains("sslmode=require")
-            || pg.url.contains("sslmode=verify")
-        {
+        let tls = pg.parts().map_or(true, |p| {
+            matches!(p.ssl, SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull)
+        });
+        if n == 0 || tls {
             return None;
         }
         let mut config = tokio_postgres::Config::from_str(&pg.url).ok()?;

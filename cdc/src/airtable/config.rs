@@ -55,19 +55,7 @@ impl std::fmt::Debug for AirtableConfig {
     }
 }
 
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-fn number<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, ConfigError> {
-    match var(name) {
-        None => Ok(default),
-        Some(v) => v.parse().map_err(|_| ConfigError::Invalid {
-            var: name,
-            reason: format!("expected a number, got {v:?}"),
-        }),
-    }
-}
+use schema::env::{number, var};
 
 impl AirtableConfig {
     /// The shared budget these settings describe.

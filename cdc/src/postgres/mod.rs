@@ -8,7 +8,7 @@ pub mod slot;
 
 use pgwire_replication::{Lsn, TlsConfig};
 use schema::postgres::{PgConfig, SslMode};
-use std::{str::FromStr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 /// A failure of the daemon's ordinary SQL.
 #[derive(Debug, thiserror::Error)]
@@ -52,31 +52,19 @@ impl std::fmt::Debug for ConnInfo {
 
 /// Why DATABASE_URL cannot be used for replication.
 #[derive(Debug, thiserror::Error)]
-#[error("DATABASE_URL is invalid: {0}")]
+#[error("{0}")]
 pub struct ConnInfoError(String);
 
 impl ConnInfo {
     pub fn from_config(pg: &PgConfig) -> Result<Self, ConnInfoError> {
-        let url = url::Url::parse(&pg.url).map_err(|e| ConnInfoError(e.to_string()))?;
-        if !matches!(url.scheme(), "postgres" | "postgresql") {
-            return Err(ConnInfoError("scheme must be postgres:// or postgresql://".into()));
-        }
-        let decode =
-            |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
-        let query_ssl =
-            url.query_pairs().find(|(k, _)| k == "sslmode").map(|(_, v)| v.into_owned());
-        let ssl = match (pg.ssl_mode, query_ssl) {
-            (Some(m), _) => m,
-            (None, Some(v)) => SslMode::from_str(&v).map_err(ConnInfoError)?,
-            (None, None) => SslMode::Prefer,
-        };
+        let p = pg.parts().map_err(|e| ConnInfoError(e.to_string()))?;
         Ok(Self {
-            host: url.host_str().unwrap_or("localhost").to_owned(),
-            port: url.port().unwrap_or(5432),
-            user: decode(url.username()),
-            password: url.password().map(decode).unwrap_or_default(),
-            database: decode(url.path().trim_start_matches('/')),
-            ssl,
+            host: p.host,
+            port: p.port,
+            user: p.user,
+            password: p.password,
+            database: p.database,
+            ssl: p.ssl,
         })
     }
 

@@ -165,9 +165,61 @@ impl PgConfig {
         Ok(options)
     }
 
+    /// DATABASE_URL taken apart, with the TLS mode in force (`PG_SSL_MODE` over the URL's
+    /// `sslmode`, `prefer` when neither says): the one parse of the URL for clients that need
+    /// its parts (the replication protocol, the pipelined connections).
+    pub fn parts(&self) -> Result<UrlParts, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid { var: "DATABASE_URL", reason };
+        let url = url::Url::parse(&self.url).map_err(|e| invalid(e.to_string()))?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return Err(invalid("scheme must be postgres:// or postgresql://".into()));
+        }
+        let decode =
+            |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+        let query_ssl =
+            url.query_pairs().find(|(k, _)| k == "sslmode").map(|(_, v)| v.into_owned());
+        let ssl = match (self.ssl_mode, query_ssl) {
+            (Some(m), _) => m,
+            (None, Some(v)) => v.parse().map_err(invalid)?,
+            (None, None) => SslMode::Prefer,
+        };
+        Ok(UrlParts {
+            host: url.host_str().unwrap_or("localhost").to_owned(),
+            port: url.port().unwrap_or(5432),
+            user: decode(url.username()),
+            password: url.password().map(decode).unwrap_or_default(),
+            database: decode(url.path().trim_start_matches('/')),
+            ssl,
+        })
+    }
+
     /// The URL with any password replaced, for logs and messages.
     pub fn redacted_url(&self) -> String {
         redact_url(&self.url)
+    }
+}
+
+/// DATABASE_URL's parts ([`PgConfig::parts`]); the password is never printed.
+#[derive(Clone)]
+pub struct UrlParts {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub database: String,
+    pub ssl: SslMode,
+}
+
+impl std::fmt::Debug for UrlParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UrlParts")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &"***")
+            .field("database", &self.database)
+            .field("ssl", &self.ssl)
+            .finish()
     }
 }
 

@@ -11,7 +11,7 @@ pub mod migrate;
 mod pool;
 mod transaction;
 
-pub use config::{ConfigError, PgConfig, SslMode};
+pub use config::{ConfigError, PgConfig, SslMode, UrlParts};
 pub use error::{DbError, DbErrorKind};
 pub use health::{readiness, Readiness};
 pub use listen::listen_forever;
