@@ -130,7 +130,7 @@ pub async fn airtable_sides(
     let budget = Arc::new(airtable.budget());
     let client = Arc::new(AirtableClient::new(airtable, budget)?);
     let meta = match client.tables(Lane::Bulk).await {
-        Ok(meta) => Some(meta),
+        Ok(meta) => Some(crate::airtable::meta::BaseMeta::from_json(&meta)),
         Err(e) if e.is_auth() => bail!("refusing to start: {e}"),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the Airtable schema; starting without validating the mapping against it");

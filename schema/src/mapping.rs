@@ -34,13 +34,106 @@ pub struct TableMapping {
 pub struct FieldMapping {
     pub field: String,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: FieldKind,
     /// For linked-record fields: the mapped Postgres table the ids point at.
     #[serde(default)]
     pub link: Option<String>,
     /// For selects: the allowed options.
     #[serde(default)]
     pub choices: Vec<String>,
+}
+
+/// An Airtable field type the sync writes and reads. Any other type name parses as
+/// `Unsupported` and is refused when the mapping is validated, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldKind {
+    SingleLineText,
+    MultilineText,
+    Email,
+    Url,
+    PhoneNumber,
+    Number,
+    Checkbox,
+    Date,
+    DateTime,
+    SingleSelect,
+    MultipleSelects,
+    MultipleRecordLinks,
+    Unsupported(String),
+}
+
+impl FieldKind {
+    pub const SUPPORTED: [FieldKind; 12] = [
+        FieldKind::SingleLineText,
+        FieldKind::MultilineText,
+        FieldKind::Email,
+        FieldKind::Url,
+        FieldKind::PhoneNumber,
+        FieldKind::Number,
+        FieldKind::Checkbox,
+        FieldKind::Date,
+        FieldKind::DateTime,
+        FieldKind::SingleSelect,
+        FieldKind::MultipleSelects,
+        FieldKind::MultipleRecordLinks,
+    ];
+
+    /// The Meta API's name of the type.
+    pub fn as_str(&self) -> &str {
+        match self {
+            FieldKind::SingleLineText => "singleLineText",
+            FieldKind::MultilineText => "multilineText",
+            FieldKind::Email => "email",
+            FieldKind::Url => "url",
+            FieldKind::PhoneNumber => "phoneNumber",
+            FieldKind::Number => "number",
+            FieldKind::Checkbox => "checkbox",
+            FieldKind::Date => "date",
+            FieldKind::DateTime => "dateTime",
+            FieldKind::SingleSelect => "singleSelect",
+            FieldKind::MultipleSelects => "multipleSelects",
+            FieldKind::MultipleRecordLinks => "multipleRecordLinks",
+            FieldKind::Unsupported(name) => name,
+        }
+    }
+
+    pub fn parse(name: &str) -> FieldKind {
+        FieldKind::SUPPORTED
+            .into_iter()
+            .find(|k| k.as_str() == name)
+            .unwrap_or_else(|| FieldKind::Unsupported(name.to_owned()))
+    }
+
+    /// A cell of this type is one string (selects are their option's name).
+    pub fn is_text(&self) -> bool {
+        matches!(
+            self,
+            FieldKind::SingleLineText
+                | FieldKind::MultilineText
+                | FieldKind::Email
+                | FieldKind::Url
+                | FieldKind::PhoneNumber
+                | FieldKind::SingleSelect
+        )
+    }
+}
+
+impl std::fmt::Display for FieldKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for FieldKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(FieldKind::parse(&String::deserialize(d)?))
+    }
+}
+
+impl PartialEq<str> for FieldKind {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
 }
 
 /// A validated mapping, tables in dependency order (parents before children).
@@ -91,22 +184,6 @@ pub enum MappingError {
     UnsupportedType { table: String, column: String, kind: String },
 }
 
-/// Field types the sync writes and reads.
-pub const SUPPORTED_TYPES: &[&str] = &[
-    "singleLineText",
-    "multilineText",
-    "email",
-    "url",
-    "phoneNumber",
-    "number",
-    "checkbox",
-    "date",
-    "dateTime",
-    "singleSelect",
-    "multipleSelects",
-    "multipleRecordLinks",
-];
-
 impl Mapping {
     /// The tables the publication holds, as (schema, table): every mapped table with
     /// Postgres-owned fields, and the outbox. The one definition of "published".
@@ -152,14 +229,14 @@ impl Mapping {
                                seen: &mut HashSet<String>|
              -> Result<(), MappingError> {
                 let (tn, cn) = (table.name.to_owned(), column.to_owned());
-                if !SUPPORTED_TYPES.contains(&f.kind.as_str()) {
+                if let FieldKind::Unsupported(kind) = &f.kind {
                     return Err(MappingError::UnsupportedType {
                         table: tn,
                         column: cn,
-                        kind: f.kind.clone(),
+                        kind: kind.clone(),
                     });
                 }
-                if (f.kind == "multipleRecordLinks") != f.link.is_some() {
+                if (f.kind == FieldKind::MultipleRecordLinks) != f.link.is_some() {
                     return Err(MappingError::LinkType { table: tn, column: cn });
                 }
                 if let Some(link) = &f.link {
@@ -227,7 +304,7 @@ impl Mapping {
             .map(|t| {
                 let mut fields = vec![json!({ "name": self.merge_field, "type": "singleLineText" })];
                 for (f, _) in t.columns.iter().map(|c| (&c.field, ())).chain(t.derived.iter().map(|(_, f)| (f, ()))) {
-                    let mut field = json!({ "name": f.field, "type": f.kind });
+                    let mut field = json!({ "name": f.field, "type": f.kind.as_str() });
                     if let Some(link) = &f.link {
                         let target = self.table(link).map(|l| l.airtable.clone()).unwrap_or_default();
                         field["options"] = json!({ "linkedTable": target });

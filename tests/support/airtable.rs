@@ -212,7 +212,7 @@ pub async fn compare(e: &Emulator, pool: &sqlx::PgPool, mapping: &Mapping) -> Re
                             .cloned()
                             .unwrap_or_else(|| format!("unmapped {u}")))
                         .collect::<Vec<_>>()),
-                    None => expected_cell(&c.field.kind, &v),
+                    None => expected_cell(c.field.kind.as_str(), &v),
                 };
                 let actual = fields.get(&c.field.field).cloned().unwrap_or(Value::Null);
                 let empty = |x: &Value| {

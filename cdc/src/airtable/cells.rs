@@ -1,6 +1,7 @@
 //! Postgres values (as JSON) to Airtable cells, by the mapped field type.
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Utc};
+use schema::mapping::FieldKind;
 use serde_json::{json, Value};
 
 /// Airtable's text fields hold at most this many characters (long text's documented limit;
@@ -71,7 +72,7 @@ fn date_time(s: &str) -> Option<String> {
 }
 
 /// Text within Airtable's limit.
-fn bounded(s: String, kind: &str) -> Result<Value, CellError> {
+fn bounded(s: String, kind: &FieldKind) -> Result<Value, CellError> {
     let n = s.chars().count();
     if n > MAX_TEXT_CHARS {
         return Err(CellError::Unrepresentable(format!(
@@ -82,7 +83,7 @@ fn bounded(s: String, kind: &str) -> Result<Value, CellError> {
 }
 
 /// The cell for a non-link field of type `kind`.
-pub fn cell(kind: &str, v: &Value) -> Result<Value, CellError> {
+pub fn cell(kind: &FieldKind, v: &Value) -> Result<Value, CellError> {
     if v.is_null() {
         return Ok(Value::Null);
     }
@@ -94,11 +95,9 @@ pub fn cell(kind: &str, v: &Value) -> Result<Value, CellError> {
         CellError::Unrepresentable(format!("{shown} does not fit a {kind} field"))
     };
     Ok(match kind {
-        "singleLineText" | "email" | "url" | "phoneNumber" | "singleSelect" => {
-            bounded(text(v, ", "), kind)?
-        }
-        "multilineText" => bounded(text(v, "\n"), kind)?,
-        "number" => match v {
+        FieldKind::MultilineText => bounded(text(v, "\n"), kind)?,
+        k if k.is_text() => bounded(text(v, ", "), kind)?,
+        FieldKind::Number => match v {
             Value::Number(_) => v.clone(),
             Value::String(s) => s
                 .parse::<f64>()
@@ -108,22 +107,22 @@ pub fn cell(kind: &str, v: &Value) -> Result<Value, CellError> {
                 .ok_or_else(bad)?,
             _ => return Err(bad()),
         },
-        "checkbox" => match v {
+        FieldKind::Checkbox => match v {
             Value::Bool(_) => v.clone(),
             _ => return Err(bad()),
         },
-        "date" => {
+        FieldKind::Date => {
             let d = date(v.as_str().ok_or_else(bad)?).ok_or_else(bad)?;
             json!(d.format("%Y-%m-%d").to_string())
         }
-        "dateTime" => json!(date_time(v.as_str().ok_or_else(bad)?).ok_or_else(bad)?),
-        "multipleSelects" => match v {
+        FieldKind::DateTime => json!(date_time(v.as_str().ok_or_else(bad)?).ok_or_else(bad)?),
+        FieldKind::MultipleSelects => match v {
             Value::Array(a) => {
                 json!(a.iter().filter(|x| !x.is_null()).map(|x| text(x, ", ")).collect::<Vec<_>>())
             }
             _ => json!([text(v, ", ")]),
         },
-        _ => return Err(CellError::UnsupportedType(kind.to_owned())),
+        _ => return Err(CellError::UnsupportedType(kind.to_string())),
     })
 }
 
@@ -142,25 +141,34 @@ mod tests {
 
     #[test]
     fn values_become_cells_by_type() {
-        assert_eq!(cell("singleLineText", &json!("x")).expect("ok"), json!("x"));
-        assert_eq!(cell("multilineText", &json!(["a", "b"])).expect("ok"), json!("a\nb"));
-        assert_eq!(cell("number", &json!("12.5")).expect("ok"), json!(12.5));
-        assert_eq!(cell("date", &json!("2026-11-21")).expect("ok"), json!("2026-11-21"));
+        assert_eq!(cell(&FieldKind::parse("singleLineText"), &json!("x")).expect("ok"), json!("x"));
         assert_eq!(
-            cell("dateTime", &json!("2026-11-21T09:30:00.5+02:00")).expect("ok"),
+            cell(&FieldKind::parse("multilineText"), &json!(["a", "b"])).expect("ok"),
+            json!("a\nb")
+        );
+        assert_eq!(cell(&FieldKind::parse("number"), &json!("12.5")).expect("ok"), json!(12.5));
+        assert_eq!(
+            cell(&FieldKind::parse("date"), &json!("2026-11-21")).expect("ok"),
+            json!("2026-11-21")
+        );
+        assert_eq!(
+            cell(&FieldKind::parse("dateTime"), &json!("2026-11-21T09:30:00.5+02:00")).expect("ok"),
             json!("2026-11-21T07:30:00.500Z")
         );
         assert_eq!(
-            cell("dateTime", &json!("2026-11-21T07:30:00.000Z")).expect("ok"),
+            cell(&FieldKind::parse("dateTime"), &json!("2026-11-21T07:30:00.000Z")).expect("ok"),
             json!("2026-11-21T07:30:00.000Z")
         );
-        assert_eq!(cell("checkbox", &json!(true)).expect("ok"), json!(true));
-        assert_eq!(cell("singleSelect", &json!("habit")).expect("ok"), json!("habit"));
-        assert_eq!(cell("email", &Value::Null).expect("ok"), Value::Null);
-        assert!(cell("checkbox", &json!("yes")).is_err());
-        assert!(cell("date", &json!("soon")).is_err());
+        assert_eq!(cell(&FieldKind::parse("checkbox"), &json!(true)).expect("ok"), json!(true));
         assert_eq!(
-            cell("date", &json!("2026-11-21T07:30:00.000Z")).expect("ok"),
+            cell(&FieldKind::parse("singleSelect"), &json!("habit")).expect("ok"),
+            json!("habit")
+        );
+        assert_eq!(cell(&FieldKind::parse("email"), &Value::Null).expect("ok"), Value::Null);
+        assert!(cell(&FieldKind::parse("checkbox"), &json!("yes")).is_err());
+        assert!(cell(&FieldKind::parse("date"), &json!("soon")).is_err());
+        assert_eq!(
+            cell(&FieldKind::parse("date"), &json!("2026-11-21T07:30:00.000Z")).expect("ok"),
             json!("2026-11-21")
         );
         assert_eq!(link_ids(&json!(["00000000-0000-4000-8000-000000000001"])).len(), 1);
@@ -169,7 +177,7 @@ mod tests {
 
     #[test]
     fn values_airtable_cannot_hold_are_unrepresentable() {
-        let unrepresentable = |kind: &str, v: Value| match cell(kind, &v) {
+        let unrepresentable = |kind: &str, v: Value| match cell(&FieldKind::parse(kind), &v) {
             Err(e @ CellError::Unrepresentable(_)) => e.code(),
             other => panic!("{kind} {v}: {other:?}"),
         };
@@ -194,9 +202,20 @@ mod tests {
         assert_eq!(unrepresentable("multilineText", json!(long)), "UNREPRESENTABLE_VALUE");
         assert_eq!(unrepresentable("singleLineText", json!(long)), "UNREPRESENTABLE_VALUE");
         // The limit itself fits, counted in characters, not bytes.
-        assert!(cell("multilineText", &json!("é".repeat(MAX_TEXT_CHARS))).is_ok());
-        assert_eq!(cell("date", &json!("9999-12-31")).expect("ok"), json!("9999-12-31"));
-        assert_eq!(cell("date", &json!("0001-01-01")).expect("ok"), json!("0001-01-01"));
-        assert_eq!(cell("rating", &json!(1)).map_err(|e| e.code()), Err("UNSUPPORTED_FIELD_TYPE"));
+        assert!(
+            cell(&FieldKind::parse("multilineText"), &json!("é".repeat(MAX_TEXT_CHARS))).is_ok()
+        );
+        assert_eq!(
+            cell(&FieldKind::parse("date"), &json!("9999-12-31")).expect("ok"),
+            json!("9999-12-31")
+        );
+        assert_eq!(
+            cell(&FieldKind::parse("date"), &json!("0001-01-01")).expect("ok"),
+            json!("0001-01-01")
+        );
+        assert_eq!(
+            cell(&FieldKind::parse("rating"), &json!(1)).map_err(|e| e.code()),
+            Err("UNSUPPORTED_FIELD_TYPE")
+        );
     }
 }

@@ -6,6 +6,7 @@ pub mod budget;
 pub mod cells;
 pub mod client;
 pub mod config;
+pub mod meta;
 pub mod retry;
 
 pub use budget::{Budget, Lane};

@@ -165,14 +165,14 @@ impl Inbound {
     }
 
     /// Takes the base's schema as read at start (one Meta API read serves both directions).
-    pub async fn set_schema(&self, meta: &Value) {
+    pub async fn set_schema(&self, meta: &crate::airtable::meta::BaseMeta) {
         *self.schema.write().await = BaseSchema::from_meta(meta, self.applier.mapping());
         *self.schema_known.write().await = true;
     }
 
     async fn refresh_schema(&self) -> Result<(), crate::airtable::AirtableError> {
         let meta = self.client.tables(Lane::Fast).await?;
-        self.set_schema(&meta).await;
+        self.set_schema(&crate::airtable::meta::BaseMeta::from_json(&meta)).await;
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 //! what to delete, and what to park.
 
 use super::{apply::Parked, apply::Upsert, values::same_in_payloads};
+use crate::airtable::meta::BaseMeta;
 use chrono::{DateTime, Utc};
 use schema::mapping::Mapping;
 use serde_json::{json, Map, Value};
@@ -23,27 +24,21 @@ struct TableInfo {
 }
 
 impl BaseSchema {
-    pub fn from_meta(meta: &Value, mapping: &Mapping) -> Self {
-        let mut tables = HashMap::new();
-        for t in meta["tables"].as_array().into_iter().flatten() {
-            let (Some(id), Some(name)) = (t["id"].as_str(), t["name"].as_str()) else { continue };
-            let mapped = mapping.tables.iter().position(|m| m.airtable == name || m.airtable == id);
-            let fields = t["fields"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|f| {
-                    Some((
-                        f["id"].as_str()?.to_owned(),
-                        (
-                            f["name"].as_str()?.to_owned(),
-                            f["type"].as_str().unwrap_or("").to_owned(),
-                        ),
-                    ))
-                })
-                .collect();
-            tables.insert(id.to_owned(), TableInfo { mapped, fields });
-        }
+    pub fn from_meta(meta: &BaseMeta, mapping: &Mapping) -> Self {
+        let tables = meta
+            .tables
+            .iter()
+            .map(|t| {
+                let mapped =
+                    mapping.tables.iter().position(|m| m.airtable == t.name || m.airtable == t.id);
+                let fields = t
+                    .fields
+                    .iter()
+                    .map(|f| (f.id.clone(), (f.name.clone(), f.kind.clone())))
+                    .collect();
+                (t.id.clone(), TableInfo { mapped, fields })
+            })
+            .collect();
         Self { tables }
     }
 
@@ -215,7 +210,7 @@ fn plan_one(
                     };
                     let Some(c) = t.inbound().find(|c| c.field.field == *name) else { continue };
                     owned = true;
-                    if !same_in_payloads(kind) || c.field.kind != *kind {
+                    if !same_in_payloads(&c.field.kind) || c.field.kind != *kind.as_str() {
                         direct = false;
                     }
                     fields.insert(name.clone(), v);
@@ -281,7 +276,7 @@ mod tests {
                 { "id": "fldROLE0000000001", "name": "Role", "type": "singleSelect" },
                 { "id": "fldBONUS000000001", "name": "Bonus points", "type": "number" } ] },
             { "id": "tblOTHER000000001", "name": "Scratch", "fields": [] } ] });
-        BaseSchema::from_meta(&meta, mapping)
+        BaseSchema::from_meta(&BaseMeta::from_json(&meta), mapping)
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! `jsonb_populate_record` turns into the column types), by the mapped field type.
 
 use chrono::{DateTime, NaiveDate};
+use schema::mapping::FieldKind;
 use schema::mapping::MappedTable;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -23,18 +24,18 @@ impl ValueError {
 
 /// Field types whose webhook (V2) value is the records API (V1) value: payload cells of
 /// these apply as they are; any other type is re-read through the records API.
-pub fn same_in_payloads(kind: &str) -> bool {
+pub fn same_in_payloads(kind: &FieldKind) -> bool {
     matches!(
         kind,
-        "singleLineText"
-            | "multilineText"
-            | "email"
-            | "url"
-            | "phoneNumber"
-            | "number"
-            | "checkbox"
-            | "date"
-            | "dateTime"
+        FieldKind::SingleLineText
+            | FieldKind::MultilineText
+            | FieldKind::Email
+            | FieldKind::Url
+            | FieldKind::PhoneNumber
+            | FieldKind::Number
+            | FieldKind::Checkbox
+            | FieldKind::Date
+            | FieldKind::DateTime
     )
 }
 
@@ -122,20 +123,18 @@ fn link_ids<'v>(name: &str, v: &'v Value) -> Result<Vec<&'v str>, ValueError> {
     }
 }
 
-fn scalar(kind: &str, name: &str, v: &Value, integer: bool) -> Result<Value, ValueError> {
+fn scalar(kind: &FieldKind, name: &str, v: &Value, integer: bool) -> Result<Value, ValueError> {
     let bad = || ValueError::invalid(format!("{name}: {v} does not fit a {kind} field"));
     if v.is_null() {
-        return Ok(if kind == "checkbox" { json!(false) } else { Value::Null });
+        return Ok(if *kind == FieldKind::Checkbox { json!(false) } else { Value::Null });
     }
     Ok(match kind {
-        "singleLineText" | "multilineText" | "email" | "url" | "phoneNumber" | "singleSelect" => {
-            match v {
-                Value::String(s) if s.is_empty() => Value::Null,
-                Value::String(_) => v.clone(),
-                _ => return Err(bad()),
-            }
-        }
-        "number" => {
+        k if k.is_text() => match v {
+            Value::String(s) if s.is_empty() => Value::Null,
+            Value::String(_) => v.clone(),
+            _ => return Err(bad()),
+        },
+        FieldKind::Number => {
             let n = v.as_f64().ok_or_else(bad)?;
             if integer {
                 if n.fract() != 0.0 || n.abs() > i32::MAX as f64 {
@@ -148,16 +147,16 @@ fn scalar(kind: &str, name: &str, v: &Value, integer: bool) -> Result<Value, Val
                 v.clone()
             }
         }
-        "checkbox" => match v {
+        FieldKind::Checkbox => match v {
             Value::Bool(_) => v.clone(),
             _ => return Err(bad()),
         },
-        "date" => {
+        FieldKind::Date => {
             let s = v.as_str().ok_or_else(bad)?;
             NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| bad())?;
             v.clone()
         }
-        "dateTime" => {
+        FieldKind::DateTime => {
             let s = v.as_str().ok_or_else(bad)?;
             DateTime::parse_from_rfc3339(s).map_err(|_| bad())?;
             v.clone()
