@@ -3,6 +3,7 @@
 //! order, under the same checkpoint as everything else.
 
 use anyhow::{bail, Context};
+use schema::outbox::Intent;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -96,11 +97,12 @@ pub async fn replay(pool: &PgPool, ids: Option<&[i64]>) -> anyhow::Result<u64> {
     .await?;
     let result = sqlx::query(
         "INSERT INTO sync_outbox (kind, table_name, pg_id, payload)
-         SELECT 'replay', coalesce(table_name, ''), pg_id, jsonb_build_object('dead_letter_id', id)
+         SELECT $2, coalesce(table_name, ''), pg_id, jsonb_build_object('dead_letter_id', id)
          FROM sync_dead_letter WHERE status = 'pending' AND direction = 'outbound' AND ($1::bigint[] IS NULL OR id = ANY($1))
          ORDER BY id",
     )
     .bind(ids)
+    .bind(Intent::REPLAY)
     .execute(pool)
     .await?;
     Ok(result.rows_affected() + inbound as u64)
@@ -127,11 +129,12 @@ pub async fn resync(pool: &PgPool, table: &str, id: Option<Uuid>) -> anyhow::Res
         );
     }
     sqlx::query(
-        "INSERT INTO sync_outbox (kind, table_name, pg_id, payload) VALUES ('resync', $1, $2, $3)",
+        "INSERT INTO sync_outbox (kind, table_name, pg_id, payload) VALUES ($4, $1, $2, $3)",
     )
     .bind(table)
     .bind(id)
     .bind(json!({ "requested_by": "cdc resync" }))
+    .bind(Intent::RESYNC)
     .execute(pool)
     .await?;
     Ok(())

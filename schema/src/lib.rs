@@ -12,6 +12,7 @@ pub mod env;
 pub mod limits;
 pub mod mapping;
 pub mod metrics;
+pub mod outbox;
 pub mod postgres;
 pub mod registry;
 pub mod shutdown;

@@ -1,6 +1,7 @@
 //! Intake: stream changes and outbox intents become pending writes, coalesced per row.
 
 use super::*;
+use schema::outbox::Intent;
 
 impl AirtableDestination {
     /// Outbound columns of a row as JSON; false when an unchanged TOAST value is missing.
@@ -132,38 +133,37 @@ impl AirtableDestination {
     /// An outbox intent: resync a row or a table, replay a dead letter, refresh progress.
     pub(super) fn on_intent(&mut self, row: Map<String, Value>) {
         let outbox_id = row.get("id").and_then(Value::as_i64);
-        let kind = row.get("kind").and_then(Value::as_str).unwrap_or("");
-        let table = row.get("table_name").and_then(Value::as_str).unwrap_or("");
-        let pg_id = row.get("pg_id").and_then(Value::as_str).and_then(|s| s.parse::<Uuid>().ok());
         let since = self.tx_time;
-        match (kind, self.table_index(table), pg_id) {
-            ("resync", Some(ti), Some(id)) => {
-                self.pend((ti, id), Pending::reread(since, Vec::new()))
-            }
-            ("resync", Some(ti), None) => {
-                self.first_pending.get_or_insert_with(Instant::now);
-                self.resync_tables.push(ti);
-            }
-            ("progress", Some(ti), Some(id)) => self.pend(
-                (ti, id),
-                Pending::Upsert {
-                    fields: Map::new(),
-                    complete: false,
-                    created_here: false,
-                    derived: true,
-                    replays: Vec::new(),
-                    since,
-                },
-            ),
-            ("replay", _, _) => {
-                if let Some(dl) =
-                    row.get("payload").and_then(|p| p.get("dead_letter_id")).and_then(Value::as_i64)
-                {
+        match Intent::from_row(&row) {
+            Some(Intent::Resync { table, id }) => match (self.table_index(&table), id) {
+                (Some(ti), Some(id)) => self.pend((ti, id), Pending::reread(since, Vec::new())),
+                (Some(ti), None) => {
                     self.first_pending.get_or_insert_with(Instant::now);
-                    self.replay_queue.push(dl);
+                    self.resync_tables.push(ti);
                 }
+                (None, _) => tracing::warn!(%table, "ignoring a resync of a table not mapped"),
+            },
+            Some(Intent::Progress { table, id }) => match self.table_index(&table) {
+                Some(ti) => self.pend(
+                    (ti, id),
+                    Pending::Upsert {
+                        fields: Map::new(),
+                        complete: false,
+                        created_here: false,
+                        derived: true,
+                        replays: Vec::new(),
+                        since,
+                    },
+                ),
+                None => tracing::warn!(%table, "ignoring progress of a table not mapped"),
+            },
+            Some(Intent::Replay { dead_letter }) => {
+                self.first_pending.get_or_insert_with(Instant::now);
+                self.replay_queue.push(dead_letter);
             }
-            _ => tracing::warn!(?row, "ignoring an outbox intent this build does not understand"),
+            None => {
+                tracing::warn!(?row, "ignoring an outbox intent this build does not understand")
+            }
         }
         if let Some(id) = outbox_id {
             self.outbox_done.push(id);
