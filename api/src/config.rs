@@ -1,6 +1,7 @@
 //! API configuration from the environment (README, "Environment").
 
 use schema::postgres::{ConfigError, PgConfig};
+use secrecy::SecretSlice;
 use std::{net::SocketAddr, time::Duration};
 
 #[derive(Clone)]
@@ -25,8 +26,8 @@ pub struct Config {
 
 #[derive(Clone)]
 pub struct AuthConfig {
-    /// JWT_SECRET: HS256 key, at least 32 bytes.
-    pub jwt_secret: Vec<u8>,
+    /// JWT_SECRET: HS256 key, at least 32 bytes (never printed).
+    pub jwt_secret: SecretSlice<u8>,
     /// The verification key and rules, built once (not per request).
     pub(crate) verifier: std::sync::Arc<(jsonwebtoken::DecodingKey, jsonwebtoken::Validation)>,
     /// ACCESS_TOKEN_TTL_SECONDS
@@ -59,7 +60,7 @@ impl AuthConfig {
             });
         }
         Ok(Self {
-            jwt_secret: secret.as_bytes().to_vec(),
+            jwt_secret: SecretSlice::from(secret.as_bytes().to_vec()),
             verifier: std::sync::Arc::new(crate::auth::jwt::verifier(secret.as_bytes())),
             access_ttl: Duration::from_secs(900),
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),

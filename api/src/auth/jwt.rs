@@ -3,6 +3,7 @@
 use crate::{config::AuthConfig, error::ApiError};
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -31,7 +32,7 @@ pub fn issue_at(
     let token = encode(
         &Header::new(Algorithm::HS256),
         &claims,
-        &EncodingKey::from_secret(&config.jwt_secret),
+        &EncodingKey::from_secret(config.jwt_secret.expose_secret()),
     )
     .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok((token, ttl))

@@ -12,6 +12,7 @@ use crate::{
     backoff::Backoff,
 };
 use reqwest::Method;
+use secrecy::ExposeSecret;
 use serde_json::{json, Map, Value};
 use std::{sync::Arc, time::Duration, time::Instant};
 
@@ -72,7 +73,7 @@ impl AirtableClient {
             let mut req = self
                 .http
                 .request(method.clone(), self.url(path))
-                .bearer_auth(&self.config.token)
+                .bearer_auth(self.config.token.expose_secret())
                 .query(query);
             if let Some(b) = body {
                 req = req.json(b);

@@ -1,14 +1,15 @@
 //! Airtable destination configuration (README, "Environment").
 
 use schema::postgres::ConfigError;
+use secrecy::SecretString;
 use std::time::Duration;
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct AirtableConfig {
     /// AIRTABLE_API_URL, no trailing slash; `/v0/...` is appended.
     pub api_url: String,
-    /// AIRTABLE_TOKEN (a secret: never logged).
-    pub token: String,
+    /// AIRTABLE_TOKEN (a secret: never printed).
+    pub token: SecretString,
     /// AIRTABLE_BASE_ID
     pub base_id: String,
     /// AIRTABLE_BASE_RPS: requests per window per base (Airtable: 5 per second).
@@ -42,19 +43,6 @@ pub struct AirtableConfig {
     pub reconcile_interval: Option<Duration>,
 }
 
-impl std::fmt::Debug for AirtableConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AirtableConfig")
-            .field("api_url", &self.api_url)
-            .field("token", &"***")
-            .field("base_id", &self.base_id)
-            .field("base_rps", &self.base_rps)
-            .field("token_rps", &self.token_rps)
-            .field("flush_window", &self.flush_window)
-            .finish()
-    }
-}
-
 use schema::env::{number, var};
 
 impl AirtableConfig {
@@ -73,7 +61,7 @@ impl AirtableConfig {
     ) -> Self {
         Self {
             api_url: api_url.into().trim_end_matches('/').to_owned(),
-            token: token.into(),
+            token: SecretString::from(token.into()),
             base_id: base_id.into(),
             base_rps: 5,
             token_rps: 50,

@@ -8,6 +8,7 @@ pub mod slot;
 
 use pgwire_replication::{Lsn, TlsConfig};
 use schema::postgres::{PgConfig, SslMode};
+use secrecy::{ExposeSecret, SecretString};
 use std::{sync::Arc, time::Duration};
 
 /// A failure of the daemon's ordinary SQL.
@@ -29,25 +30,15 @@ impl SqlError {
 }
 
 /// Where and as whom to connect, parsed from DATABASE_URL (the replication protocol client
-/// needs the parts, not a URL).
-#[derive(Clone)]
+/// needs the parts, not a URL); the password never prints.
+#[derive(Clone, Debug)]
 pub struct ConnInfo {
     pub host: String,
     pub port: u16,
     pub user: String,
-    pub password: String,
+    pub password: SecretString,
     pub database: String,
     pub ssl: SslMode,
-}
-
-impl std::fmt::Debug for ConnInfo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "postgres://{}@{}:{}/{} (ssl {:?})",
-            self.user, self.host, self.port, self.database, self.ssl
-        )
-    }
 }
 
 /// Why DATABASE_URL cannot be used for replication.
@@ -84,7 +75,7 @@ impl ConnInfo {
         c.host(&self.host)
             .port(self.port)
             .user(&self.user)
-            .password(&self.password)
+            .password(self.password.expose_secret())
             .dbname(&self.database)
             .application_name(application_name)
             .connect_timeout(Duration::from_secs(10));
@@ -172,7 +163,13 @@ mod tests {
         ))
         .expect("valid");
         assert_eq!(
-            (c.host.as_str(), c.port, c.user.as_str(), c.password.as_str(), c.database.as_str()),
+            (
+                c.host.as_str(),
+                c.port,
+                c.user.as_str(),
+                c.password.expose_secret(),
+                c.database.as_str()
+            ),
             ("db.internal", 6543, "cdc", "p@ss", "coach")
         );
         assert_eq!(c.ssl, SslMode::Require);

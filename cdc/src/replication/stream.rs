@@ -20,6 +20,7 @@ use crate::{
 };
 use chrono::{DateTime, Utc};
 use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent};
+use secrecy::ExposeSecret;
 use std::{
     collections::VecDeque,
     sync::{
@@ -245,7 +246,7 @@ impl<D: Destination> Stream<D> {
         ReplicationConfig::new(
             c.conn.host.clone(),
             c.conn.user.clone(),
-            c.conn.password.clone(),
+            c.conn.password.expose_secret().to_owned(),
             c.conn.database.clone(),
             c.slot.clone(),
             c.publication.clone(),

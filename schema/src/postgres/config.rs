@@ -187,7 +187,7 @@ impl PgConfig {
             host: url.host_str().unwrap_or("localhost").to_owned(),
             port: url.port().unwrap_or(5432),
             user: decode(url.username()),
-            password: url.password().map(decode).unwrap_or_default(),
+            password: url.password().map(decode).unwrap_or_default().into(),
             database: decode(url.path().trim_start_matches('/')),
             ssl,
         })
@@ -199,28 +199,15 @@ impl PgConfig {
     }
 }
 
-/// DATABASE_URL's parts ([`PgConfig::parts`]); the password is never printed.
-#[derive(Clone)]
+/// DATABASE_URL's parts ([`PgConfig::parts`]); the password never prints.
+#[derive(Clone, Debug)]
 pub struct UrlParts {
     pub host: String,
     pub port: u16,
     pub user: String,
-    pub password: String,
+    pub password: secrecy::SecretString,
     pub database: String,
     pub ssl: SslMode,
-}
-
-impl std::fmt::Debug for UrlParts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UrlParts")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("user", &self.user)
-            .field("password", &"***")
-            .field("database", &self.database)
-            .field("ssl", &self.ssl)
-            .finish()
-    }
 }
 
 /// `postgres://user:secret@host/db` -> `postgres://user:***@host/db`.

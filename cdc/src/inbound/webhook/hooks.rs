@@ -75,7 +75,10 @@ impl Inbound {
                 match self.client.refresh_webhook(Lane::Fast, id).await {
                     Ok(refreshed) => {
                         tracing::info!(webhook = id, expires = %refreshed["expirationTime"], "refreshed the webhook");
-                        self.hooks.write().await.insert(kind, Hook { id: id.to_owned(), secret });
+                        self.hooks
+                            .write()
+                            .await
+                            .insert(kind, Hook { id: id.to_owned(), secret: secret.into() });
                         return Ok(false);
                     }
                     Err(e @ AirtableError::Rejected { .. }) => {
@@ -109,7 +112,10 @@ impl Inbound {
         ));
         batch.checkpoints.push((kind.cursor(), json!({ "id": id, "cursor": 1 })));
         self.applier.apply(batch).await?;
-        self.hooks.write().await.insert(kind, Hook { id: id.to_owned(), secret: secret_bytes });
+        self.hooks
+            .write()
+            .await
+            .insert(kind, Hook { id: id.to_owned(), secret: secret_bytes.into() });
         metrics::counter!("inbound_webhooks_created_total").increment(1);
         tracing::info!(webhook = id, kind = kind.name(), "created the webhook");
         Ok(true)

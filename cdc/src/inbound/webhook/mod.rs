@@ -65,17 +65,11 @@ impl HookKind {
     }
 }
 
-/// The live hook, for MAC checks and payload reads.
-#[derive(Clone)]
+/// The live hook, for MAC checks and payload reads; its MAC key never prints.
+#[derive(Clone, Debug)]
 pub struct Hook {
     pub id: String,
-    secret: Vec<u8>,
-}
-
-impl std::fmt::Debug for Hook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hook").field("id", &self.id).field("secret", &"***").finish()
-    }
+    secret: secrecy::SecretSlice<u8>,
 }
 
 /// Whether `header` (`hmac-sha256=<hex>`) is the MAC of `body` under `secret`, compared in

@@ -2,6 +2,7 @@
 //! the payload reader woken.
 
 use super::*;
+use secrecy::ExposeSecret;
 
 /// `POST /webhooks/airtable`, served on METRICS_ADDR.
 pub fn router(inbound: Arc<Inbound>) -> Router {
@@ -28,7 +29,10 @@ async fn notification(
         metrics::counter!("inbound_webhook_notifications_total", "mac" => "early").increment(1);
         return StatusCode::SERVICE_UNAVAILABLE;
     }
-    let valid = hooks.iter().find(|(_, h)| verify_mac(&h.secret, &body, header)).map(|(k, _)| *k);
+    let valid = hooks
+        .iter()
+        .find(|(_, h)| verify_mac(h.secret.expose_secret(), &body, header))
+        .map(|(k, _)| *k);
     let Some(kind) = valid else {
         metrics::counter!("inbound_webhook_notifications_total", "mac" => "invalid").increment(1);
         tracing::warn!("webhook notification with a bad MAC refused");
