@@ -166,7 +166,11 @@ async fn main() {
     let auth = api::AuthConfig::new(SECRET).expect("secret");
     let tokens: Arc<Vec<String>> = Arc::new(
         (1..=USERS)
-            .map(|n| api::auth::jwt::issue(&auth, user_id(n), "user").expect("token").0)
+            .map(|n| {
+                api::auth::jwt::issue(&auth, user_id(n), schema::users::Role::User)
+                    .expect("token")
+                    .0
+            })
             .collect(),
     );
     let mut pg = PgConfig::new(url.clone(), "api-bench");

@@ -2,8 +2,9 @@
 //! non-zero with a message naming the fix when something is wrong.
 
 use crate::{
+    airtable::AirtableConfig,
     config::{load_mapping, CdcConfig},
-    destination::{airtable::AirtableConfig, LogDestination, NullDestination},
+    destination::{LogDestination, NullDestination},
     inbound::InboundConfig,
     postgres::{self, check, publication, slot, ConnInfo},
     run::{airtable_sides, shutdown_on_signals, Daemon},

@@ -16,3 +16,4 @@ pub mod outbox;
 pub mod postgres;
 pub mod registry;
 pub mod shutdown;
+pub mod users;

@@ -49,9 +49,13 @@ async fn an_expired_or_forged_access_token_is_refused() {
     let db = test_db().await;
     let user = user_with_password(&db.pool, "a@example.com", "user").await;
     let base = serve(&db.url()).await;
-    let (expired, _) =
-        api::auth::jwt::issue_at(&auth_config(), user, "user", Utc::now() - Duration::hours(1))
-            .expect("token");
+    let (expired, _) = api::auth::jwt::issue_at(
+        &auth_config(),
+        user,
+        schema::users::Role::User,
+        Utc::now() - Duration::hours(1),
+    )
+    .expect("token");
     let mut c = Client::new(&base);
     c.token = Some(expired);
     let (s, b) = c.get("/api/auth/me").await;
@@ -60,7 +64,8 @@ async fn an_expired_or_forged_access_token_is_refused() {
         (401, Some("the access token expired; refresh it"))
     );
     let other = api::AuthConfig::new("another-secret-0123456789-abcdefghijKLMN").expect("secret");
-    let (forged, _) = api::auth::jwt::issue(&other, user, "admin").expect("token");
+    let (forged, _) =
+        api::auth::jwt::issue(&other, user, schema::users::Role::Admin).expect("token");
     c.token = Some(forged);
     assert_eq!(c.get("/api/auth/me").await.0.as_u16(), 401);
     c.token = Some("not.a.jwt".into());

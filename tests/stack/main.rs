@@ -11,8 +11,8 @@
 use airtable_emulator::{Emulator, EmulatorConfig, SchemaFile};
 use anyhow::Context;
 use cdc::{
+    airtable::AirtableConfig,
     config::CdcConfig,
-    destination::airtable::AirtableConfig,
     inbound::InboundConfig,
     run::{airtable_sides, shutdown_on_signals, Daemon},
 };

@@ -3,7 +3,8 @@
 
 use airtable_emulator::{Emulator, EmulatorConfig, RateLimits, SchemaFile};
 use cdc::{
-    destination::airtable::{cells, AirtableClient, AirtableConfig, AirtableDestination, Budget},
+    airtable::{cells, AirtableClient, AirtableConfig, Budget},
+    destination::airtable::AirtableDestination,
     replication::{Stream, StreamError, StreamHealth},
 };
 use schema::mapping::Mapping;

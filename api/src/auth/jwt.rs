@@ -3,6 +3,7 @@
 use crate::{config::AuthConfig, error::ApiError};
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use schema::users::Role;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -10,7 +11,7 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: Uuid,
-    pub role: String,
+    pub role: Role,
     pub iat: i64,
     pub exp: i64,
 }
@@ -19,16 +20,11 @@ pub struct Claims {
 pub fn issue_at(
     config: &AuthConfig,
     user: Uuid,
-    role: &str,
+    role: Role,
     now: DateTime<Utc>,
 ) -> Result<(String, i64), ApiError> {
     let ttl = config.access_ttl.as_secs() as i64;
-    let claims = Claims {
-        sub: user,
-        role: role.to_owned(),
-        iat: now.timestamp(),
-        exp: now.timestamp() + ttl,
-    };
+    let claims = Claims { sub: user, role, iat: now.timestamp(), exp: now.timestamp() + ttl };
     let token = encode(
         &Header::new(Algorithm::HS256),
         &claims,
@@ -38,7 +34,7 @@ pub fn issue_at(
     Ok((token, ttl))
 }
 
-pub fn issue(config: &AuthConfig, user: Uuid, role: &str) -> Result<(String, i64), ApiError> {
+pub fn issue(config: &AuthConfig, user: Uuid, role: Role) -> Result<(String, i64), ApiError> {
     issue_at(config, user, role, Utc::now())
 }
 

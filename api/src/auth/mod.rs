@@ -11,18 +11,19 @@ use axum::{
     extract::{FromRequestParts, OptionalFromRequestParts},
     http::request::Parts,
 };
+use schema::users::Role;
 use uuid::Uuid;
 
 /// The authenticated caller. Every user-owned query is scoped to `id`.
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     pub id: Uuid,
-    pub role: String,
+    pub role: Role,
 }
 
 impl AuthUser {
     pub fn is_staff(&self) -> bool {
-        matches!(self.role.as_str(), "coach" | "admin")
+        self.role.is_staff()
     }
 }
 

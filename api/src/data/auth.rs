@@ -1,4 +1,5 @@
 use chrono::{DateTime, Utc};
+use schema::users::Role;
 use serde::Serialize;
 use sqlx::PgExecutor;
 use utoipa::ToSchema;
@@ -10,7 +11,9 @@ pub struct Me {
     pub id: Uuid,
     pub email: String,
     pub name: Option<String>,
-    pub role: String,
+    /// user, coach or admin.
+    #[schema(value_type = String)]
+    pub role: Role,
     pub company_id: Option<Uuid>,
     pub language: String,
     pub bonus_points: i32,
@@ -98,7 +101,7 @@ pub struct RefreshRow {
     pub family_id: Uuid,
     pub expired: bool,
     pub spent: bool,
-    pub role: String,
+    pub role: Role,
     pub active: bool,
 }
 

@@ -23,7 +23,7 @@ use tokio_postgres::{Client, NoTls, Statement};
 use uuid::Uuid;
 
 #[derive(Clone, Copy)]
-enum Lane {
+enum QueryCost {
     Cheap,
     Heavy,
 }
@@ -116,13 +116,13 @@ impl Pipeline {
     /// least one) carries the cheap habit reads, the rest the heavier program reads: a
     /// pipeline answers in order, so a cheap query queued behind a heavy one would wait for
     /// it, while cheap queries gain most from deep pipelining.
-    fn pick(&self, lane: Lane) -> Option<Arc<Conn>> {
+    fn pick(&self, cost: QueryCost) -> Option<Arc<Conn>> {
         let conns = self.conns.read().unwrap_or_else(|e| e.into_inner());
         let cheap = (conns.len() / 4).max(1);
-        let share = match lane {
-            Lane::Cheap => &conns[..cheap.min(conns.len())],
-            Lane::Heavy if conns.len() > cheap => &conns[cheap..],
-            Lane::Heavy => &conns[..],
+        let share = match cost {
+            QueryCost::Cheap => &conns[..cheap.min(conns.len())],
+            QueryCost::Heavy if conns.len() > cheap => &conns[cheap..],
+            QueryCost::Heavy => &conns[..],
         };
         if share.is_empty() {
             return None;
@@ -140,7 +140,7 @@ impl Pipeline {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Option<Vec<HabitUsage>> {
-        let c = self.pick(Lane::Cheap)?;
+        let c = self.pick(QueryCost::Cheap)?;
         let started = std::time::Instant::now();
         let rows = c.client.query(&c.habits, &[&user, &from, &to]).await.ok()?;
         record("pipeline_habits", started);
@@ -156,7 +156,7 @@ impl Pipeline {
     }
 
     pub async fn programs(&self, user: Uuid) -> Option<Vec<Program>> {
-        let c = self.pick(Lane::Heavy)?;
+        let c = self.pick(QueryCost::Heavy)?;
         let started = std::time::Instant::now();
         let rows = c.client.query(&c.programs, &[&user]).await.ok()?;
         record("pipeline_programs", started);

@@ -58,7 +58,7 @@ async fn session(
     let expires = Utc::now()
         + chrono::Duration::from_std(state.auth.refresh_ttl).unwrap_or(chrono::Duration::days(30));
     db::insert_refresh(&mut *tx, me.id, family, &hash, expires).await?;
-    let (access, expires_in) = jwt::issue(&state.auth, me.id, &me.role)?;
+    let (access, expires_in) = jwt::issue(&state.auth, me.id, me.role)?;
     Ok(Session {
         access_token: access,
         token_type: "Bearer",

@@ -24,7 +24,7 @@ mod store;
 mod validate;
 mod writes;
 
-pub use crate::airtable::{cells, AirtableClient, AirtableConfig, AirtableError, Budget, Lane};
+use crate::airtable::{cells, AirtableClient, AirtableConfig, AirtableError, Lane};
 pub use store::Store;
 
 use records::Outgoing;
