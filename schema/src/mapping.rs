@@ -136,6 +136,24 @@ impl PartialEq<str> for FieldKind {
     }
 }
 
+/// A mapped table's position in [`Mapping::tables`] (dependency order): a type of its own, so
+/// it never mixes with another count or index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableId(pub usize);
+
+impl<T> std::ops::Index<TableId> for Vec<T> {
+    type Output = T;
+    fn index(&self, id: TableId) -> &T {
+        &self[id.0]
+    }
+}
+
+impl<T> std::ops::IndexMut<TableId> for Vec<T> {
+    fn index_mut(&mut self, id: TableId) -> &mut T {
+        &mut self[id.0]
+    }
+}
+
 /// A validated mapping, tables in dependency order (parents before children).
 #[derive(Debug, Clone)]
 pub struct Mapping {
@@ -185,6 +203,21 @@ pub enum MappingError {
 }
 
 impl Mapping {
+    /// Every table's id, parents first.
+    pub fn table_ids(&self) -> impl DoubleEndedIterator<Item = TableId> + ExactSizeIterator {
+        (0..self.tables.len()).map(TableId)
+    }
+
+    /// The id of the mapped Postgres table `name`.
+    pub fn table_id(&self, name: &str) -> Option<TableId> {
+        self.tables.iter().position(|t| t.table.name == name).map(TableId)
+    }
+
+    /// The id of the table mapped to Airtable table `name_or_id`.
+    pub fn airtable_table_id(&self, name_or_id: &str) -> Option<TableId> {
+        self.tables.iter().position(|t| t.airtable == name_or_id).map(TableId)
+    }
+
     /// The tables the publication holds, as (schema, table): every mapped table with
     /// Postgres-owned fields, and the outbox. The one definition of "published".
     pub fn published_tables(&self) -> Vec<(String, String)> {

@@ -524,10 +524,7 @@ async fn an_airtable_edit_is_applied_once_and_causes_no_outbound_write() {
     let after = writes(&e);
     assert_eq!(after - before, 1, "exactly the bonus-points write; the rename was not echoed");
     // Applied once: a poll that reads the same record again writes nothing.
-    r.inbound
-        .poll_table(mapping().tables.iter().position(|t| t.table.name == "users").expect("users"))
-        .await
-        .expect("poll");
+    r.inbound.poll_table(mapping().table_id("users").expect("users")).await.expect("poll");
     let xmin_after = text(
         &db.pool,
         "SELECT xmin::text FROM users WHERE id = '00000000-0000-4000-8000-000000000701'",
@@ -594,7 +591,7 @@ async fn malformed_payloads_and_unknown_fields_are_parked_and_the_rest_applied()
     // the dead letters of both goals resolve themselves.
     e.admin().update_record(BASE, "Goals", &other, json!({ "Order": 5 })).expect("fix");
     wait_row(&db, "goals", &other, "t.sort_order = 5").await;
-    let goals_table = mapping().tables.iter().position(|t| t.table.name == "goals").expect("goals");
+    let goals_table = mapping().table_id("goals").expect("goals");
     r.inbound.poll_table(goals_table).await.expect("poll");
     let resolved: Vec<String> = sqlx::query_scalar(
         "SELECT error_code FROM sync_dead_letter WHERE status = 'replayed' ORDER BY error_code",

@@ -22,6 +22,7 @@ use crate::airtable::{AirtableClient, Lane};
 use crate::config::millis;
 use apply::{Applied, Applier, Upsert};
 use payload::BaseSchema;
+use schema::mapping::TableId;
 use schema::{mapping::MappedTable, postgres::ConfigError};
 use serde_json::{json, Map, Value};
 use std::{sync::Arc, time::Duration};
@@ -139,11 +140,11 @@ impl Inbound {
         }
     }
 
-    fn users(&self) -> Option<usize> {
-        self.applier.mapping().tables.iter().position(|t| t.table.name == "users")
+    fn users(&self) -> Option<TableId> {
+        self.applier.mapping().table_id("users")
     }
 
-    fn lane(&self, table: usize) -> Lane {
+    fn lane(&self, table: TableId) -> Lane {
         if Some(table) == self.users() {
             Lane::Fast
         } else {
@@ -152,9 +153,9 @@ impl Inbound {
     }
 
     /// Indices of the mapped tables Airtable owns anything of, parents first.
-    fn inbound_tables(&self) -> Vec<usize> {
+    fn inbound_tables(&self) -> Vec<TableId> {
         let m = self.applier.mapping();
-        (0..m.tables.len()).filter(|i| m.tables[*i].inbound().next().is_some()).collect()
+        m.table_ids().filter(|i| m.tables[*i].inbound().next().is_some()).collect()
     }
 
     /// The fields to read of a table's records: the Airtable-owned ones and the merge field.
@@ -177,7 +178,7 @@ impl Inbound {
     }
 
     /// Records as the records API returns them, into complete upserts.
-    fn upserts(&self, table: usize, records: &[Value]) -> Vec<Upsert> {
+    fn upserts(&self, table: TableId, records: &[Value]) -> Vec<Upsert> {
         records
             .iter()
             .filter_map(|r| {
@@ -222,7 +223,7 @@ impl Inbound {
     async fn stamp(&self, applied: &Applied) {
         let m = self.applier.mapping();
         type Stamps = Vec<(String, Map<String, Value>)>;
-        let mut by_table: std::collections::BTreeMap<usize, Stamps> = Default::default();
+        let mut by_table: std::collections::BTreeMap<TableId, Stamps> = Default::default();
         for (ti, rec, id) in &applied.to_stamp {
             let mut f = Map::new();
             f.insert(m.merge_field.clone(), json!(id.to_string()));

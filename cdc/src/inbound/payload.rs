@@ -6,6 +6,7 @@ use super::{apply::Parked, apply::Upsert, values::same_in_payloads};
 use crate::airtable::meta::BaseMeta;
 use chrono::{DateTime, Utc};
 use schema::mapping::Mapping;
+use schema::mapping::TableId;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeSet, HashMap};
 
@@ -18,7 +19,7 @@ pub struct BaseSchema {
 
 #[derive(Debug, Clone)]
 struct TableInfo {
-    mapped: Option<usize>,
+    mapped: Option<TableId>,
     /// field id -> (name, type)
     fields: HashMap<String, (String, String)>,
 }
@@ -30,7 +31,7 @@ impl BaseSchema {
             .iter()
             .map(|t| {
                 let mapped =
-                    mapping.tables.iter().position(|m| m.airtable == t.name || m.airtable == t.id);
+                    mapping.airtable_table_id(&t.name).or_else(|| mapping.airtable_table_id(&t.id));
                 let fields = t
                     .fields
                     .iter()
@@ -47,7 +48,7 @@ impl BaseSchema {
     pub fn inbound_field_ids(
         &self,
         mapping: &Mapping,
-        wanted: impl Fn(usize) -> bool,
+        wanted: impl Fn(TableId) -> bool,
     ) -> Vec<String> {
         let mut out = Vec::new();
         for info in self.tables.values() {
@@ -63,7 +64,7 @@ impl BaseSchema {
     }
 
     /// The Airtable table id of mapped table `table`.
-    pub fn table_id(&self, table: usize) -> Option<&str> {
+    pub fn table_id(&self, table: TableId) -> Option<&str> {
         self.tables.iter().find(|(_, t)| t.mapped == Some(table)).map(|(id, _)| id.as_str())
     }
 
@@ -78,9 +79,9 @@ pub struct Plan {
     /// Straight from the payloads, in order (a record may appear more than once).
     pub upserts: Vec<Upsert>,
     /// Records to re-read (table index -> record ids), with the newest change time.
-    pub reread: HashMap<usize, BTreeSet<String>>,
-    pub reread_at: HashMap<(usize, String), DateTime<Utc>>,
-    pub deletes: Vec<(usize, String)>,
+    pub reread: HashMap<TableId, BTreeSet<String>>,
+    pub reread_at: HashMap<(TableId, String), DateTime<Utc>>,
+    pub deletes: Vec<(TableId, String)>,
     pub parked: Vec<Parked>,
     /// An error payload: the hook is broken and must be recreated.
     pub hook_error: Option<String>,
@@ -112,7 +113,7 @@ pub fn plan(
     payloads: &[Value],
     schema: &BaseSchema,
     mapping: &Mapping,
-    wanted: &dyn Fn(usize) -> bool,
+    wanted: &dyn Fn(TableId) -> bool,
     strict: bool,
 ) -> Plan {
     let mut plan = Plan::default();
@@ -138,7 +139,7 @@ fn plan_one(
     payload: &Value,
     schema: &BaseSchema,
     mapping: &Mapping,
-    wanted: &dyn Fn(usize) -> bool,
+    wanted: &dyn Fn(TableId) -> bool,
     strict: bool,
     plan: &mut Plan,
 ) -> Result<(), String> {
@@ -298,7 +299,7 @@ mod tests {
         assert_eq!(p.upserts.len(), 1);
         assert_eq!(p.upserts[0].fields["Order"], json!(4));
         assert!(!p.upserts[0].complete);
-        let users = m.tables.iter().position(|t| t.table.name == "users").expect("users");
+        let users = m.table_id("users").expect("users");
         assert_eq!(p.reread[&users].iter().collect::<Vec<_>>(), vec!["recUSER0000000001"]);
         assert_eq!(p.deletes.len(), 1);
         assert!(p.parked.is_empty());

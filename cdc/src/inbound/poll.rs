@@ -11,6 +11,7 @@
 use super::{apply::Batch, read_through::Lookup, Inbound};
 use crate::airtable::client::formula_string;
 use chrono::{DateTime, SecondsFormat, Utc};
+use schema::mapping::TableId;
 use serde_json::json;
 use std::{collections::HashSet, sync::Arc};
 use tokio::{
@@ -28,7 +29,7 @@ fn checkpoint_name(table: &str) -> String {
 impl Inbound {
     /// One poll of `table`; a table never polled is reconciled instead. Returns the number
     /// of records read.
-    pub async fn poll_table(&self, table: usize) -> anyhow::Result<usize> {
+    pub async fn poll_table(&self, table: TableId) -> anyhow::Result<usize> {
         let t = &self.applier.mapping().tables[table];
         let started = Utc::now();
         let since = self
@@ -71,7 +72,7 @@ impl Inbound {
     }
 
     /// Every record of `table` applied, vanished rows deleted, pg ids written where missing.
-    pub async fn reconcile_table(&self, table: usize) -> anyhow::Result<usize> {
+    pub async fn reconcile_table(&self, table: TableId) -> anyhow::Result<usize> {
         let t = &self.applier.mapping().tables[table];
         let started = Utc::now();
         metrics::counter!("inbound_reconcile_runs_total", "table" => t.table.name).increment(1);

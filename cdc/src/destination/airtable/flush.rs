@@ -57,12 +57,12 @@ impl AirtableDestination {
                 Pending::Delete { .. } => deletes[ti].push((id, p)),
             }
         }
-        for (ti, rows) in upserts.into_iter().enumerate() {
+        for (ti, rows) in self.mapping.table_ids().zip(upserts) {
             if !rows.is_empty() {
                 self.upsert_rows(ti, rows).await?;
             }
         }
-        for (ti, rows) in deletes.into_iter().enumerate().rev() {
+        for (ti, rows) in self.mapping.table_ids().zip(deletes).rev() {
             if !rows.is_empty() {
                 self.delete_rows(ti, rows).await?;
             }
@@ -83,7 +83,7 @@ impl AirtableDestination {
     }
 
     /// Re-sends every row of a table, a page at a time (bounded memory).
-    pub(super) async fn resync_table(&mut self, ti: usize) -> Result<(), DestinationError> {
+    pub(super) async fn resync_table(&mut self, ti: TableId) -> Result<(), DestinationError> {
         let table = self.mapped(ti).table.name;
         let mut after = None;
         loop {

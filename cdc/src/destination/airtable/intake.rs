@@ -7,7 +7,7 @@ impl AirtableDestination {
     /// Outbound columns of a row as JSON; false when an unchanged TOAST value is missing.
     pub(super) fn outbound_fields(
         &self,
-        ti: usize,
+        ti: TableId,
         row: &crate::replication::Row,
     ) -> (Map<String, Value>, bool) {
         let mut fields = Map::new();
@@ -23,7 +23,7 @@ impl AirtableDestination {
         (fields, complete)
     }
 
-    pub(super) fn pend(&mut self, key: (usize, Uuid), change: Pending) {
+    pub(super) fn pend(&mut self, key: (TableId, Uuid), change: Pending) {
         self.first_pending.get_or_insert_with(Instant::now);
         self.pending_final = self.pending_final.max(self.tx_final);
         let merged = match (self.pending.shift_remove(&key), change) {

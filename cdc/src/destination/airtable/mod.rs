@@ -35,7 +35,7 @@ use crate::replication::{Event, Lsn, Op, RowChange, Value as PgValue};
 use chrono::{DateTime, Utc};
 use futures::{stream, StreamExt};
 use indexmap::IndexMap;
-use schema::mapping::{MappedTable, Mapping};
+use schema::mapping::{MappedTable, Mapping, TableId};
 use serde_json::{json, Map, Value};
 use std::{
     collections::{HashMap, HashSet},
@@ -93,9 +93,9 @@ pub struct AirtableDestination {
     store: Store,
     mapping: Arc<Mapping>,
     config: AirtableConfig,
-    pending: IndexMap<(usize, Uuid), Pending>,
+    pending: IndexMap<(TableId, Uuid), Pending>,
     /// Table resyncs requested through the outbox (whole tables, done at flush).
-    resync_tables: Vec<usize>,
+    resync_tables: Vec<TableId>,
     /// Dead letters to replay (through the outbox, so in stream order).
     replay_queue: Vec<i64>,
     outbox_done: Vec<i64>,
@@ -161,11 +161,11 @@ impl AirtableDestination {
         &self.client
     }
 
-    fn table_index(&self, name: &str) -> Option<usize> {
-        self.mapping.tables.iter().position(|t| t.table.name == name)
+    fn table_index(&self, name: &str) -> Option<TableId> {
+        self.mapping.table_id(name)
     }
 
-    fn mapped(&self, ti: usize) -> &MappedTable {
+    fn mapped(&self, ti: TableId) -> &MappedTable {
         &self.mapping.tables[ti]
     }
 
@@ -218,7 +218,7 @@ impl AirtableDestination {
             }
             Event::Change(c) => self.on_change(c)?,
             Event::Truncate { relations, .. } => {
-                let tables: Vec<usize> =
+                let tables: Vec<TableId> =
                     relations.iter().filter_map(|r| self.table_index(&r.name)).collect();
                 if !tables.is_empty() {
                     // Everything before the truncate goes first.

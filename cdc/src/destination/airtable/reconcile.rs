@@ -12,7 +12,7 @@ impl AirtableDestination {
         let started = Instant::now();
         self.flush_all().await?;
         let (mut orphans, mut duplicates, mut missing) = (0u64, 0u64, 0u64);
-        for ti in 0..self.mapping.tables.len() {
+        for ti in self.mapping.table_ids() {
             if self.mapped(ti).outbound().next().is_none() {
                 continue;
             }

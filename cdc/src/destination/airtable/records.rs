@@ -15,7 +15,7 @@ pub(super) struct Outgoing {
 impl AirtableDestination {
     /// Upserts rows of one table: completes them from Postgres where needed, resolves their
     /// links (creating missing parents first), and sends them in batches of 10.
-    pub(super) fn upsert_rows(&mut self, ti: usize, rows: Vec<(Uuid, Pending)>) -> Boxed<'_, ()> {
+    pub(super) fn upsert_rows(&mut self, ti: TableId, rows: Vec<(Uuid, Pending)>) -> Boxed<'_, ()> {
         Box::pin(async move {
             let table = self.mapped(ti).table.name;
             let ids: Vec<Uuid> = rows.iter().map(|(id, _)| *id).collect();
@@ -121,7 +121,7 @@ impl AirtableDestination {
     /// half-linked.
     pub(super) async fn resolve_links(
         &mut self,
-        ti: usize,
+        ti: TableId,
         mut outgoing: Vec<Outgoing>,
     ) -> Result<Vec<Outgoing>, DestinationError> {
         let link_columns: Vec<(String, String)> = self

@@ -5,7 +5,7 @@ use super::*;
 
 impl AirtableDestination {
     /// Sends one batch; on a rejection splits it to isolate the refused rows.
-    pub(super) fn send_upserts(&self, ti: usize, batch: Vec<Outgoing>) -> Boxed<'_, ()> {
+    pub(super) fn send_upserts(&self, ti: TableId, batch: Vec<Outgoing>) -> Boxed<'_, ()> {
         Box::pin(async move {
             let t = self.mapped(ti);
             let batch_id = self.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -65,7 +65,7 @@ impl AirtableDestination {
 
     pub(super) async fn delete_rows(
         &mut self,
-        ti: usize,
+        ti: TableId,
         rows: Vec<(Uuid, Pending)>,
     ) -> Result<(), DestinationError> {
         let t = self.mapped(ti).clone();
@@ -171,7 +171,7 @@ impl AirtableDestination {
     }
 
     /// Truncate: every record of the table known to the id map goes.
-    pub(super) async fn truncate(&mut self, ti: usize) -> Result<(), DestinationError> {
+    pub(super) async fn truncate(&mut self, ti: TableId) -> Result<(), DestinationError> {
         let table = self.mapped(ti).table.name;
         let mapped = self.store.all_mapped(table).await.map_err(sql_err)?;
         let since = Utc::now();

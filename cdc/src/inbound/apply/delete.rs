@@ -2,12 +2,13 @@
 //! something still refers to them.
 
 use super::*;
+use schema::mapping::TableId;
 
 impl Applier {
     pub(super) async fn delete(
         &self,
         tx: &mut Transaction<'_, Postgres>,
-        table: usize,
+        table: TableId,
         record_id: &str,
         applied: &mut Applied,
     ) -> Result<(), ApplyError> {
@@ -92,7 +93,7 @@ impl Applier {
     /// deletion pass): every mapped record id not in `present`.
     pub async fn vanished(
         &self,
-        table: usize,
+        table: TableId,
         present: &HashSet<String>,
     ) -> sqlx::Result<Vec<String>> {
         let t = &self.mapping.tables[table];

@@ -1,6 +1,7 @@
 //! Links: Airtable record ids of linked records resolved to Postgres ids.
 
 use super::*;
+use schema::mapping::TableId;
 
 impl Applier {
     /// Pg ids of linked records (target table, record id) that Airtable links to but
@@ -8,17 +9,17 @@ impl Applier {
     pub async fn missing_links(
         &self,
         upserts: &[Upsert],
-    ) -> sqlx::Result<HashMap<usize, Vec<String>>> {
-        let in_batch: HashSet<(usize, &str)> =
+    ) -> sqlx::Result<HashMap<TableId, Vec<String>>> {
+        let in_batch: HashSet<(TableId, &str)> =
             upserts.iter().map(|u| (u.table, u.record_id.as_str())).collect();
         let wanted = self.links_of(upserts);
         let known = self.lookup_links(&self.pool, &wanted).await?;
-        let mut missing: HashMap<usize, Vec<String>> = HashMap::new();
+        let mut missing: HashMap<TableId, Vec<String>> = HashMap::new();
         for (target, rid) in wanted {
             if known.contains_key(&(target.clone(), rid.clone())) {
                 continue;
             }
-            let Some(ti) = self.mapping.tables.iter().position(|t| t.table.name == target) else {
+            let Some(ti) = self.mapping.table_id(&target) else {
                 continue;
             };
             if !in_batch.contains(&(ti, rid.as_str())) {

@@ -19,7 +19,7 @@ use crate::{
     },
 };
 use chrono::{DateTime, Utc};
-use schema::mapping::{MappedTable, Mapping};
+use schema::mapping::{MappedTable, Mapping, TableId};
 use serde_json::{json, Map, Value};
 use sqlx::{Acquire, PgConnection, PgPool, Postgres, Transaction};
 use std::{
@@ -48,7 +48,7 @@ use schema::channels::USER_SYNCED as USER_SYNCED_CHANNEL;
 #[derive(Debug, Clone)]
 pub struct Upsert {
     /// Index into the mapping's tables.
-    pub table: usize,
+    pub table: TableId,
     pub record_id: String,
     /// Cells by Airtable field name (records API format), the merge field included when set.
     pub fields: Map<String, Value>,
@@ -74,7 +74,7 @@ pub struct Parked {
 pub struct Batch {
     pub upserts: Vec<Upsert>,
     /// (table index, record id).
-    pub deletes: Vec<(usize, String)>,
+    pub deletes: Vec<(TableId, String)>,
     pub parked: Vec<Parked>,
     /// Delivery keys (source, key) recorded with the changes.
     pub events: Vec<(String, String)>,
@@ -103,7 +103,7 @@ pub struct Applied {
     pub parked: usize,
     /// Rows created for records that carry no pg id yet: (table index, record id, pg id).
     /// The caller writes the pg id into Airtable, so outbound writes merge onto the record.
-    pub to_stamp: Vec<(usize, String, Uuid)>,
+    pub to_stamp: Vec<(TableId, String, Uuid)>,
 }
 
 #[derive(Debug, thiserror::Error)]

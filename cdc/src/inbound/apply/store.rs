@@ -1,6 +1,7 @@
 //! The inbound side's own SQL: checkpoints, delivery keys, the id map, parked records.
 
 use super::*;
+use schema::mapping::TableId;
 
 impl Applier {
     /// Which of `keys` (delivery keys of `source`) were applied before.
@@ -39,8 +40,8 @@ impl Applier {
     /// inbound dead letter (their parked state is not in Postgres either).
     pub async fn needing_whole_records(
         &self,
-        records: &[(usize, String)],
-    ) -> sqlx::Result<Vec<(usize, String)>> {
+        records: &[(TableId, String)],
+    ) -> sqlx::Result<Vec<(TableId, String)>> {
         if records.is_empty() {
             return Ok(Vec::new());
         }

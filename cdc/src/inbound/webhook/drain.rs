@@ -1,13 +1,14 @@
 //! The payload drain: pages read from the stored cursor and applied with it.
 
 use super::*;
+use schema::mapping::TableId;
 
 impl Inbound {
     /// Reads and applies payloads from the stored cursor until Airtable has no more.
     /// Returns whether the hook reported an error (it must be re-created).
     pub async fn drain_payloads(&self, kind: HookKind) -> anyhow::Result<bool> {
         let Some(hook) = self.hooks.read().await.get(&kind).cloned() else { return Ok(false) };
-        let wanted = |t: usize| self.covers(kind, t);
+        let wanted = |t: TableId| self.covers(kind, t);
         let noticed = Instant::now();
         // Read once: every page commits its successor, so the loop knows it from there.
         let mut cursor = self
@@ -56,7 +57,7 @@ impl Inbound {
             }
             // A row is never created, or un-parked, from a partial change: such records are
             // read whole first.
-            let partial: Vec<(usize, String)> = plan
+            let partial: Vec<(TableId, String)> = plan
                 .upserts
                 .iter()
                 .filter(|u| !u.complete)
@@ -69,7 +70,7 @@ impl Inbound {
             let users = self.users();
             let mut upserts = std::mem::take(&mut plan.upserts);
             // Users first: their re-read uses the fast lane and goes before bulk reads.
-            let mut tables: Vec<usize> = plan.reread.keys().copied().collect();
+            let mut tables: Vec<TableId> = plan.reread.keys().copied().collect();
             tables.sort_by_key(|t| (Some(*t) != users, *t));
             for ti in tables {
                 let ids: Vec<String> = plan.reread[&ti].iter().cloned().collect();

@@ -2,6 +2,7 @@
 //! the task that keeps each one read.
 
 use super::*;
+use schema::mapping::TableId;
 
 /// A payload read refused as if the hook were not there: 404, or the 403 Airtable answers
 /// for a model a token cannot see (a missing hook, or a revoked token: the hook check tells).
@@ -12,7 +13,7 @@ fn hook_may_be_gone(e: &AirtableError) -> bool {
 
 impl Inbound {
     /// Whether mapped table `table` is `kind`'s.
-    pub(in crate::inbound) fn covers(&self, kind: HookKind, table: usize) -> bool {
+    pub(in crate::inbound) fn covers(&self, kind: HookKind, table: TableId) -> bool {
         (Some(table) == self.users()) == (kind == HookKind::Users)
     }
 
