@@ -2,7 +2,6 @@
 //! again. Replays and resyncs are outbox intents, so they travel the replication stream in
 //! order, under the same checkpoint as everything else.
 
-use anyhow::{bail, Context};
 use schema::outbox::Intent;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -21,7 +20,22 @@ pub struct DeadLetterSummary {
     pub first_failed_at: chrono::DateTime<chrono::Utc>,
 }
 
-pub async fn list(pool: &PgPool, all: bool, limit: i64) -> anyhow::Result<Vec<DeadLetterSummary>> {
+/// Why an operator's dead-letter command did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Mapping(String),
+    #[error("postgres: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+pub async fn list(
+    pool: &PgPool,
+    all: bool,
+    limit: i64,
+) -> Result<Vec<DeadLetterSummary>, DlqError> {
     Ok(sqlx::query_as(
         "SELECT id, direction, table_name, pg_id, operation, error_code, attempts, status, first_failed_at
          FROM sync_dead_letter WHERE $1 OR status = 'pending' ORDER BY id LIMIT $2",
@@ -32,13 +46,13 @@ pub async fn list(pool: &PgPool, all: bool, limit: i64) -> anyhow::Result<Vec<De
     .await?)
 }
 
-pub async fn show(pool: &PgPool, id: i64) -> anyhow::Result<Value> {
+pub async fn show(pool: &PgPool, id: i64) -> Result<Value, DlqError> {
     let row: Option<Value> =
         sqlx::query_scalar("SELECT to_jsonb(d) FROM sync_dead_letter d WHERE id = $1")
             .bind(id)
             .fetch_optional(pool)
             .await?;
-    row.with_context(|| format!("no dead letter {id}"))
+    row.ok_or_else(|| DlqError::NotFound(format!("no dead letter {id}")))
 }
 
 /// A dead letter (as `show` returns it) for people: what failed, how often, and the start of
@@ -86,7 +100,7 @@ pub fn summary(d: &Value) -> String {
 /// Outbound ones go through the outbox. Inbound ones are re-read from Airtable: their
 /// tables' poll checkpoints are dropped, so the next poll is a full reconcile, and a dead
 /// letter resolves itself once its record applies (after a fix in Airtable, or here).
-pub async fn replay(pool: &PgPool, ids: Option<&[i64]>) -> anyhow::Result<u64> {
+pub async fn replay(pool: &PgPool, ids: Option<&[i64]>) -> Result<u64, DlqError> {
     let inbound = sqlx::query_scalar::<_, i64>(
         "WITH d AS (SELECT id, table_name FROM sync_dead_letter WHERE status = 'pending' AND direction = 'inbound' AND table_name IS NOT NULL AND ($1::bigint[] IS NULL OR id = ANY($1))),
               cleared AS (DELETE FROM sync_checkpoint WHERE name IN (SELECT 'inbound.poll.' || table_name FROM d))
@@ -108,25 +122,25 @@ pub async fn replay(pool: &PgPool, ids: Option<&[i64]>) -> anyhow::Result<u64> {
     Ok(result.rows_affected() + inbound as u64)
 }
 
-pub async fn discard(pool: &PgPool, id: i64) -> anyhow::Result<()> {
+pub async fn discard(pool: &PgPool, id: i64) -> Result<(), DlqError> {
     let done = sqlx::query("UPDATE sync_dead_letter SET status = 'discarded', resolved_at = now() WHERE id = $1 AND status = 'pending'")
         .bind(id)
         .execute(pool)
         .await?;
     if done.rows_affected() == 0 {
-        bail!("no pending dead letter {id}");
+        return Err(DlqError::NotFound(format!("no pending dead letter {id}")));
     }
     Ok(())
 }
 
 /// Queues a re-send of a row's current state, or of a whole table.
-pub async fn resync(pool: &PgPool, table: &str, id: Option<Uuid>) -> anyhow::Result<()> {
-    let mapping = crate::config::load_mapping().map_err(anyhow::Error::msg)?;
+pub async fn resync(pool: &PgPool, table: &str, id: Option<Uuid>) -> Result<(), DlqError> {
+    let mapping = crate::config::load_mapping().map_err(DlqError::Mapping)?;
     if mapping.table(table).is_none() {
-        bail!(
+        return Err(DlqError::Mapping(format!(
             "{table} is not a mapped table (mapped: {})",
             mapping.tables.iter().map(|t| t.table.name).collect::<Vec<_>>().join(", ")
-        );
+        )));
     }
     sqlx::query(
         "INSERT INTO sync_outbox (kind, table_name, pg_id, payload) VALUES ($4, $1, $2, $3)",

@@ -33,7 +33,6 @@ pub mod config;
 pub mod destination;
 pub mod dlq;
 pub mod inbound;
-pub mod migrate;
 pub mod ops;
 pub mod postgres;
 pub mod replication;

@@ -8,9 +8,8 @@ use crate::{
     inbound::{apply::Applier, webhook, Inbound, InboundConfig},
     ops::{self, Ops},
     postgres::{self, publication, slot, ConnInfo},
-    replication::{Stream, StreamConfig},
+    replication::{Stream, StreamConfig, StreamError},
 };
-use anyhow::{bail, Context};
 use schema::mapping::Mapping;
 use std::{
     net::SocketAddr,
@@ -18,6 +17,17 @@ use std::{
     time::Duration,
 };
 use tokio::sync::watch;
+
+/// Why the daemon would not start; each names the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("refusing to start: {0}")]
+    Refused(String),
+    #[error("cannot listen on METRICS_ADDR {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
 
 /// A prepared daemon: checks passed, listener bound.
 pub struct Daemon<D: Destination> {
@@ -39,41 +49,47 @@ impl<D: Destination> Daemon<D> {
         mapping: &Mapping,
         destination: D,
         inbound: Option<Arc<Inbound>>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, StartError> {
         // Before anything is measured: metrics recorded without a recorder are lost.
         ops::register_metrics();
-        let pool = schema::postgres::connect(&config.postgres)
+        let url = config.postgres.redacted_url();
+        let connect = |e: &dyn std::fmt::Display| StartError::Connect {
+            url: url.clone(),
+            reason: e.to_string(),
+        };
+        let pool = schema::postgres::connect(&config.postgres).await.map_err(|e| connect(&e))?;
+        schema::postgres::migrate::ensure_current(&pool)
             .await
-            .with_context(|| format!("cannot connect to {}", config.postgres.redacted_url()))?;
-        schema::postgres::migrate::ensure_current(&pool).await.context("refusing to start")?;
+            .map_err(|e| StartError::Refused(e.to_string()))?;
         pool.close().await;
 
-        let conn = ConnInfo::from_config(&config.postgres)?;
+        let conn = ConnInfo::from_config(&config.postgres)
+            .map_err(|e| StartError::Refused(e.to_string()))?;
         let app = config.postgres.application_name.clone();
-        let client =
-            postgres::connect(&conn, &app).await.context("cannot connect for slot management")?;
-        validate_mapping_catalog(mapping, &client)
-            .await
-            .map_err(|e| anyhow::anyhow!("the mapping does not fit the database: {e}"))?;
-        if publication::tables(&client, &config.publication).await?.is_none() {
+        let client = postgres::connect(&conn, &app).await.map_err(|e| connect(&e))?;
+        validate_mapping_catalog(mapping, &client).await.map_err(|e| {
+            StartError::Refused(format!("the mapping does not fit the database: {e}"))
+        })?;
+        let sql = |e: postgres::SqlError| connect(&e);
+        if publication::tables(&client, &config.publication).await.map_err(sql)?.is_none() {
             match publication::sync(&client, &config.publication, &mapping.published_tables()).await {
                 Ok(_) => tracing::info!(publication = %config.publication, "created the publication"),
-                Err(e) if e.code() == Some("42501") => bail!(
+                Err(e) if e.code() == Some("42501") => return Err(StartError::Refused(format!(
                     "publication {:?} is missing and this role may not create it (it must own the tables): run `cdc publication sync` as the schema owner (a member of coach_migrator)",
                     config.publication
-                ),
-                Err(e) => return Err(e.into()),
+                ))),
+                Err(e) => return Err(sql(e)),
             }
         }
-        match slot::status(&client, &config.slot).await? {
+        match slot::status(&client, &config.slot).await.map_err(sql)? {
             None => {
-                let at = slot::create(&client, &config.slot)
-                    .await
-                    .context("cannot create the replication slot")?;
+                let at = slot::create(&client, &config.slot).await.map_err(|e| {
+                    StartError::Refused(format!("cannot create the replication slot: {e}"))
+                })?;
                 tracing::info!(slot = %config.slot, consistent_point = %at, "created the replication slot");
             }
             Some(s) if s.wal_status.as_deref() == Some("lost") => {
-                bail!("{}", s.problem().unwrap_or_default())
+                return Err(StartError::Refused(s.problem().unwrap_or_default()))
             }
             Some(s) => {
                 if let Some(p) = s.problem() {
@@ -92,7 +108,7 @@ impl<D: Destination> Daemon<D> {
         let receiver = inbound.clone().map(webhook::router);
         let (ops_addr, ops_task) = ops::serve(config.metrics_addr, ops.clone(), receiver)
             .await
-            .with_context(|| format!("cannot listen on METRICS_ADDR {}", config.metrics_addr))?;
+            .map_err(|source| StartError::Listen { addr: config.metrics_addr, source })?;
         let sampler =
             tokio::spawn(sample_slot(client, config.slot.clone(), config.lag_interval, ops));
         Ok(Self { stream, ops_addr, sampler, ops_task, inbound })
@@ -104,7 +120,7 @@ impl<D: Destination> Daemon<D> {
     }
 
     /// Streams until `shutdown` turns true; returns the destination.
-    pub async fn run_until(self, shutdown: watch::Receiver<bool>) -> anyhow::Result<D> {
+    pub async fn run_until(self, shutdown: watch::Receiver<bool>) -> Result<D, StreamError> {
         let inbound = self.inbound.map(|i| tokio::spawn(i.run(shutdown.clone())));
         let result = self.stream.run(shutdown).await;
         if let Some(task) = inbound {
@@ -114,7 +130,7 @@ impl<D: Destination> Daemon<D> {
         }
         self.sampler.abort();
         self.ops_task.abort();
-        Ok(result?)
+        result
     }
 }
 
@@ -126,24 +142,30 @@ pub async fn airtable_sides(
     inbound_config: InboundConfig,
     mapping: Arc<Mapping>,
     pool: sqlx::PgPool,
-) -> anyhow::Result<(AirtableDestination, Arc<Inbound>)> {
+) -> Result<(AirtableDestination, Arc<Inbound>), StartError> {
     let budget = Arc::new(airtable.budget());
-    let client = Arc::new(AirtableClient::new(airtable, budget)?);
+    let client = Arc::new(
+        AirtableClient::new(airtable, budget).map_err(|e| StartError::Refused(e.to_string()))?,
+    );
     let meta = match client.tables(Lane::Bulk).await {
         Ok(meta) => Some(crate::airtable::meta::BaseMeta::from_json(&meta)),
-        Err(e) if e.is_auth() => bail!("refusing to start: {e}"),
+        Err(e) if e.is_auth() => return Err(StartError::Refused(e.to_string())),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the Airtable schema; starting without validating the mapping against it");
             None
         }
     };
-    let applier = Arc::new(Applier::new(mapping.clone(), pool.clone()).await?);
+    let applier = Arc::new(
+        Applier::new(mapping.clone(), pool.clone())
+            .await
+            .map_err(|e| StartError::Refused(format!("cannot read the catalog: {e}")))?,
+    );
     let inbound = Inbound::new(client.clone(), applier, inbound_config);
     let destination = AirtableDestination::new(client, mapping, pool);
     if let Some(meta) = meta {
-        destination
-            .validate_against_airtable(&meta)
-            .map_err(|e| anyhow::anyhow!("the mapping does not fit the Airtable base: {e}"))?;
+        destination.validate_against_airtable(&meta).map_err(|e| {
+            StartError::Refused(format!("the mapping does not fit the Airtable base: {e}"))
+        })?;
         inbound.set_schema(&meta).await;
     }
     Ok((destination, inbound))

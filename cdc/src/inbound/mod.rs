@@ -195,7 +195,7 @@ impl Inbound {
 
     /// Adds the parents that `upserts` link to and Postgres lacks, fetched from Airtable,
     /// so no link is dropped (a link to a record Airtable no longer has is parked at apply).
-    async fn with_parents(&self, mut upserts: Vec<Upsert>) -> anyhow::Result<Vec<Upsert>> {
+    async fn with_parents(&self, mut upserts: Vec<Upsert>) -> Result<Vec<Upsert>, InboundError> {
         for _ in 0..3 {
             let missing = self.applier.missing_links(&upserts).await?;
             if missing.is_empty() {
@@ -268,6 +268,21 @@ impl Inbound {
             let _ = t.await;
         }
     }
+}
+
+/// Why an inbound step failed (the task that ran it logs, counts and retries it).
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    #[error(transparent)]
+    Airtable(#[from] crate::airtable::AirtableError),
+    #[error(transparent)]
+    Apply(#[from] apply::ApplyError),
+    #[error("postgres: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Airtable answered with something the daemon cannot use (a base without the users
+    /// table, a webhook without a secret).
+    #[error("{0}")]
+    Base(String),
 }
 
 /// Resolves when shutdown is asked for (or its sender is gone).

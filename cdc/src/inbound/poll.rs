@@ -8,6 +8,7 @@
 //!   deleted (or soft-deleted): deletions nothing reported. A table without a checkpoint
 //!   starts with one (the backfill).
 
+use super::InboundError;
 use super::{apply::Batch, read_through::Lookup, Inbound};
 use crate::airtable::client::formula_string;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -29,7 +30,7 @@ fn checkpoint_name(table: &str) -> String {
 impl Inbound {
     /// One poll of `table`; a table never polled is reconciled instead. Returns the number
     /// of records read.
-    pub async fn poll_table(&self, table: TableId) -> anyhow::Result<usize> {
+    pub async fn poll_table(&self, table: TableId) -> Result<usize, InboundError> {
         let t = &self.applier.mapping().tables[table];
         let started = Utc::now();
         let since = self
@@ -40,7 +41,7 @@ impl Inbound {
             .map(|s| s.with_timezone(&Utc));
         let Some(since) = since else { return self.reconcile_table(table).await };
         metrics::counter!("inbound_poll_runs_total", "table" => t.table.name).increment(1);
-        let from = since - chrono::Duration::from_std(self.config.overlap)?;
+        let from = since - chrono::Duration::from_std(self.config.overlap).unwrap_or_default();
         let formula = format!(
             "IS_AFTER(LAST_MODIFIED_TIME(), DATETIME_PARSE({}))",
             formula_string(&from.to_rfc3339_opts(SecondsFormat::Secs, true))
@@ -72,7 +73,7 @@ impl Inbound {
     }
 
     /// Every record of `table` applied, vanished rows deleted, pg ids written where missing.
-    pub async fn reconcile_table(&self, table: TableId) -> anyhow::Result<usize> {
+    pub async fn reconcile_table(&self, table: TableId) -> Result<usize, InboundError> {
         let t = &self.applier.mapping().tables[table];
         let started = Utc::now();
         metrics::counter!("inbound_reconcile_runs_total", "table" => t.table.name).increment(1);
@@ -130,7 +131,7 @@ impl Inbound {
     }
 
     /// One email looked up in Airtable at top priority (a login is waiting).
-    pub async fn look_up_user(&self, email: &str) -> anyhow::Result<bool> {
+    pub async fn look_up_user(&self, email: &str) -> Result<bool, InboundError> {
         let Some(users) = self.users() else { return Ok(false) };
         let t = &self.applier.mapping().tables[users];
         let field =

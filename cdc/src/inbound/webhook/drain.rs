@@ -6,7 +6,7 @@ use schema::mapping::TableId;
 impl Inbound {
     /// Reads and applies payloads from the stored cursor until Airtable has no more.
     /// Returns whether the hook reported an error (it must be re-created).
-    pub async fn drain_payloads(&self, kind: HookKind) -> anyhow::Result<bool> {
+    pub async fn drain_payloads(&self, kind: HookKind) -> Result<bool, InboundError> {
         let Some(hook) = self.hooks.read().await.get(&kind).cloned() else { return Ok(false) };
         let wanted = |t: TableId| self.covers(kind, t);
         let noticed = Instant::now();

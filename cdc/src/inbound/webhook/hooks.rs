@@ -19,13 +19,15 @@ impl Inbound {
 
     /// A webhook's specification: record data of the watched (Airtable-owned) fields of its
     /// tables. Creations and deletions are reported whatever the fields.
-    pub(super) async fn spec(&self, kind: HookKind) -> anyhow::Result<Value> {
+    pub(super) async fn spec(&self, kind: HookKind) -> Result<Value, InboundError> {
         let schema = self.schema.read().await;
         let fields = schema.inbound_field_ids(self.applier.mapping(), |t| self.covers(kind, t));
         let mut filters = json!({ "dataTypes": ["tableData"], "watchDataInFieldIds": fields });
         if kind == HookKind::Users {
             let users = self.users().and_then(|u| schema.table_id(u));
-            let Some(users) = users else { anyhow::bail!("the base has no users table") };
+            let Some(users) = users else {
+                return Err(InboundError::Base("the base has no users table".into()));
+            };
             filters["recordChangeScope"] = json!(users);
         }
         let mut body = json!({ "specification": { "options": { "filters": filters } } });
@@ -37,7 +39,7 @@ impl Inbound {
 
     /// Makes sure the base has our webhook, working; returns true when it was (re)created,
     /// which means payloads may have been missed and a full reconcile is due.
-    pub async fn ensure_hook(&self, kind: HookKind) -> anyhow::Result<bool> {
+    pub async fn ensure_hook(&self, kind: HookKind) -> Result<bool, InboundError> {
         if self.schema.read().await.is_empty() {
             self.refresh_schema().await?;
         }
@@ -103,9 +105,14 @@ impl Inbound {
         let (Some(id), Some(secret)) =
             (created["id"].as_str(), created["macSecretBase64"].as_str())
         else {
-            anyhow::bail!("Airtable created a webhook without an id or secret: {created}");
+            return Err(InboundError::Base(format!(
+                "Airtable created a webhook without an id or secret: {created}"
+            )));
         };
-        let secret_bytes = base64::engine::general_purpose::STANDARD.decode(secret)?;
+        let secret_bytes =
+            base64::engine::general_purpose::STANDARD.decode(secret).map_err(|e| {
+                InboundError::Base(format!("the webhook's MAC secret is not base64: {e}"))
+            })?;
         let mut batch = Batch::default();
         batch.checkpoints.push((
             kind.checkpoint(),
@@ -157,7 +164,8 @@ impl Inbound {
             match self.drain_payloads(kind).await {
                 Ok(true) => checked = None,
                 Ok(false) => backoff.reset(),
-                Err(e) if e.downcast_ref::<AirtableError>().is_some_and(hook_may_be_gone) => {
+                Err(InboundError::Airtable(ref a)) if hook_may_be_gone(a) => {
+                    let e = a;
                     // Deleted or expired under us: check it now, and re-create it (then
                     // reconcile) if it is gone, rather than at the next daily check.
                     tracing::warn!(error = %e, kind = kind.name(), "the webhook is gone: re-creating it");

@@ -10,7 +10,7 @@
 //! same transaction as the changes of the payloads before it. Readable only by the daemon's
 //! role.
 
-use super::{apply::Batch, pause, payload, Inbound};
+use super::{apply::Batch, pause, payload, Inbound, InboundError};
 use crate::airtable::{AirtableError, Lane};
 use axum::{
     body::Bytes,

@@ -1,4 +1,4 @@
-//! The operator CLI. Every command reads the environment contract (README) and exits
+//! The operator CLI (the only place, with main, that speaks anyhow). Every command reads the environment contract (README) and exits
 //! non-zero with a message naming the fix when something is wrong.
 
 use crate::{
@@ -10,6 +10,8 @@ use crate::{
     run::{airtable_sides, shutdown_on_signals, Daemon},
     telemetry::LogFormat,
 };
+mod migrate;
+
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use schema::postgres::PgConfig;
@@ -137,7 +139,7 @@ pub enum SlotAction {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Migrate { check } => crate::migrate::run(&PgConfig::from_env("cdc")?, check).await,
+        Command::Migrate { check } => migrate::run(&PgConfig::from_env("cdc")?, check).await,
         Command::Run { destination } => {
             let config = CdcConfig::from_env()?;
             let shutdown = shutdown_on_signals();
