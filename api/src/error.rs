@@ -103,7 +103,7 @@ impl ApiError {
                         "refers to something that does not exist".into(),
                         constraint,
                     ),
-                    DbErrorKind::Check => (
+                    DbErrorKind::Check | DbErrorKind::NotNull => (
                         StatusCode::UNPROCESSABLE_ENTITY,
                         "invalid_value",
                         "a value is not allowed".into(),

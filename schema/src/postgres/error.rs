@@ -10,8 +10,10 @@ pub enum DbErrorKind {
     Unique,
     /// 23503: a referenced row is missing (or still referenced).
     ForeignKey,
-    /// 23514, 23502, 22xxx: a value the schema does not accept.
+    /// 23514, 22xxx: a value the schema does not accept.
     Check,
+    /// 23502: a required value is missing.
+    NotNull,
     /// 23P01: an exclusion constraint (e.g. overlapping programs).
     Exclusion,
     /// The row asked for does not exist.
@@ -27,11 +29,28 @@ pub enum DbErrorKind {
 }
 
 impl DbErrorKind {
+    /// The kind of a driver error, by SQLSTATE (never by message text).
+    pub fn of(e: &sqlx::Error) -> DbErrorKind {
+        match e {
+            sqlx::Error::RowNotFound => DbErrorKind::NotFound,
+            sqlx::Error::Database(db) => {
+                db.code().as_deref().map(kind_of_sqlstate).unwrap_or(DbErrorKind::Internal)
+            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => DbErrorKind::Unavailable,
+            _ => DbErrorKind::Internal,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Unique => "unique_violation",
             Self::ForeignKey => "foreign_key_violation",
             Self::Check => "check_violation",
+            Self::NotNull => "not_null_violation",
             Self::Exclusion => "exclusion_violation",
             Self::NotFound => "not_found",
             Self::Conflict => "serialization_conflict",
@@ -93,7 +112,8 @@ fn kind_of_sqlstate(code: &str) -> DbErrorKind {
     match code {
         "23505" => DbErrorKind::Unique,
         "23503" => DbErrorKind::ForeignKey,
-        "23514" | "23502" => DbErrorKind::Check,
+        "23514" => DbErrorKind::Check,
+        "23502" => DbErrorKind::NotNull,
         "23P01" => DbErrorKind::Exclusion,
         "40001" | "40P01" => DbErrorKind::Conflict,
         "57014" => DbErrorKind::Timeout,
@@ -107,19 +127,12 @@ fn kind_of_sqlstate(code: &str) -> DbErrorKind {
 
 impl From<sqlx::Error> for DbError {
     fn from(e: sqlx::Error) -> Self {
-        let (kind, constraint, sqlstate) = match &e {
-            sqlx::Error::RowNotFound => (DbErrorKind::NotFound, None, None),
+        let kind = DbErrorKind::of(&e);
+        let (constraint, sqlstate) = match &e {
             sqlx::Error::Database(db) => {
-                let code = db.code().map(|c| c.into_owned());
-                let kind = code.as_deref().map(kind_of_sqlstate).unwrap_or(DbErrorKind::Internal);
-                (kind, db.constraint().map(str::to_owned), code)
+                (db.constraint().map(str::to_owned), db.code().map(|c| c.into_owned()))
             }
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => (DbErrorKind::Unavailable, None, None),
-            _ => (DbErrorKind::Internal, None, None),
+            _ => (None, None),
         };
         let class = sqlstate.as_deref().map(|c| c[..2.min(c.len())].to_owned());
         metrics::counter!(
@@ -142,7 +155,7 @@ mod tests {
             ("23505", DbErrorKind::Unique),
             ("23503", DbErrorKind::ForeignKey),
             ("23514", DbErrorKind::Check),
-            ("23502", DbErrorKind::Check),
+            ("23502", DbErrorKind::NotNull),
             ("22P02", DbErrorKind::Check),
             ("23P01", DbErrorKind::Exclusion),
             ("40001", DbErrorKind::Conflict),

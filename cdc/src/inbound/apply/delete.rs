@@ -3,6 +3,7 @@
 
 use super::*;
 use schema::mapping::TableId;
+use schema::postgres::DbErrorKind;
 
 impl Applier {
     pub(super) async fn delete(
@@ -66,7 +67,7 @@ impl Applier {
                     sp.commit().await?;
                 }
                 // Referenced through a key the mapping does not link: keep the row.
-                Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23503") => {
+                Err(e) if DbErrorKind::of(&e) == DbErrorKind::ForeignKey => {
                     sp.rollback().await?;
                     hard = false;
                 }

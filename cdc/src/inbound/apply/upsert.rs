@@ -2,6 +2,7 @@
 //! parked when Postgres refuses them.
 
 use super::*;
+use schema::postgres::DbErrorKind;
 
 impl Applier {
     pub(super) async fn upsert_group(
@@ -87,20 +88,23 @@ impl Applier {
                         }
                     }
                 }
-                Err(sqlx::Error::Database(db)) => {
+                Err(e @ sqlx::Error::Database(_)) => {
                     sp.rollback().await?;
-                    let code = match db.code().as_deref() {
-                        Some("23502") => "NOT_NULL_VIOLATION",
-                        Some("23505") => "UNIQUE_VIOLATION",
-                        Some("23503") => "FOREIGN_KEY_VIOLATION",
-                        Some("23514") | Some("23P01") => "CHECK_VIOLATION",
+                    // The constraint or column, never the SQL.
+                    let detail = match &e {
+                        sqlx::Error::Database(db) => db
+                            .constraint()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| db.message().to_owned()),
+                        _ => String::new(),
+                    };
+                    let code = match DbErrorKind::of(&e) {
+                        DbErrorKind::NotNull => "NOT_NULL_VIOLATION",
+                        DbErrorKind::Unique => "UNIQUE_VIOLATION",
+                        DbErrorKind::ForeignKey => "FOREIGN_KEY_VIOLATION",
+                        DbErrorKind::Check | DbErrorKind::Exclusion => "CHECK_VIOLATION",
                         _ => "INVALID_VALUE",
                     };
-                    // The constraint or column, never the SQL.
-                    let detail = db
-                        .constraint()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| db.message().to_owned());
                     parked.push(parked_record(
                         t,
                         u,
