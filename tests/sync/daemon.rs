@@ -156,3 +156,59 @@ async fn kill_9_and_a_restart_100_ms_later_five_times_under_load_never_gets_a_42
     assert_eq!(stats.rate_limited, 0, "no 429: {:?}", stats.requests);
     assert_eq!(stats.requests_during_penalty, 0);
 }
+
+#[tokio::test]
+async fn the_daemon_counts_its_own_pings_by_mac_outcome() {
+    let db = test_db().await;
+    let e = emulator(schema_for(&mapping(), |_| {}), RateLimits::off()).await;
+    let (slot, _) = setup(&db, &e).await;
+    let port = free_port();
+    let _child = daemon(&db, &e, &slot, port, TOKEN, BASE);
+    wait_until(Duration::from_secs(30), "the users webhook", || async {
+        testkit::inbound::hook_id(&db.pool, "users").await.is_some()
+    })
+    .await;
+    let hook = testkit::inbound::hook_id(&db.pool, "users").await.expect("hook");
+    let secret: String = sqlx::query_scalar(
+        "SELECT value->>'secret' FROM sync_checkpoint WHERE name = 'inbound.webhook.users'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("secret");
+    let key = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.decode(secret).expect("base64")
+    };
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/webhooks/airtable");
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    let body =
+        serde_json::json!({ "base": { "id": BASE }, "webhook": { "id": hook }, "timestamp": now })
+            .to_string();
+    let send = |mac: Option<String>| {
+        let mut r = http.post(&url).body(body.clone());
+        if let Some(m) = mac {
+            r = r.header("X-Airtable-Content-MAC", m);
+        }
+        r.send()
+    };
+    assert_eq!(send(None).await.expect("ping").status().as_u16(), 401);
+    for _ in 0..2 {
+        let forged = airtable_emulator::mac_header(b"not the secret", body.as_bytes());
+        assert_eq!(send(Some(forged)).await.expect("ping").status().as_u16(), 401);
+    }
+    let good = airtable_emulator::mac_header(&key, body.as_bytes());
+    for _ in 0..3 {
+        assert_eq!(send(Some(good.clone())).await.expect("ping").status().as_u16(), 200);
+    }
+    let text = metrics_text(&http, &format!("http://127.0.0.1:{port}/metrics")).await;
+    let count = |mac: &str| {
+        testkit::series(&text, &format!("inbound_webhook_notifications_total{{mac=\"{mac}\"}}"))
+    };
+    // Without WEBHOOK_PUBLIC_URL the emulator pings nobody: these are the test's own.
+    assert_eq!(
+        (count("missing"), count("invalid"), count("valid"), count("replayed")),
+        (1.0, 2.0, 1.0, 2.0),
+        "{text}"
+    );
+}

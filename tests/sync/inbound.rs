@@ -273,8 +273,6 @@ async fn the_airtable_owned_field_of_a_postgres_owned_row_is_applied_alone() {
 
 #[tokio::test]
 async fn a_notification_without_the_right_mac_is_refused_and_changes_nothing() {
-    // Before anything is counted: counters recorded without a recorder are lost.
-    let metrics = cdc::ops::prometheus();
     let db = test_db().await;
     let (_e, r) = receiving(&db, |_| {}).await;
     let http = reqwest::Client::new();
@@ -317,13 +315,6 @@ async fn a_notification_without_the_right_mac_is_refused_and_changes_nothing() {
         .await
         .expect("events");
     assert_eq!(refused, 0, "no notification applied anything");
-    let text = metrics.render();
-    for mac in ["missing", "invalid", "valid"] {
-        assert!(
-            text.contains(&format!("inbound_webhook_notifications_total{{mac=\"{mac}\"}}")),
-            "{mac}: {text}"
-        );
-    }
     r.stop().await;
 }
 
