@@ -18,7 +18,6 @@ use std::{
 use testkit::{
     airtable::{
         airtable_config, emulator, mapping, mirror_reference_data, schema_for, start_sync, BASE,
-        TOKEN,
     },
     cdc::prepare,
     Cluster, ClusterOptions,
@@ -299,22 +298,14 @@ async fn main() {
             .expect("addr")
             .port();
         let started = Instant::now();
-        let mut child = Command::new(bin)
-            .args(["run", "--destination", "airtable"])
-            .env("DATABASE_URL", &url)
-            .env("CDC_SLOT", &slot)
-            .env("CDC_PUBLICATION", &publication)
-            .env("METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
-            .env("AIRTABLE_API_URL", e.url())
-            .env("AIRTABLE_TOKEN", TOKEN)
-            .env("AIRTABLE_BASE_ID", BASE)
-            .env("AIRTABLE_BASE_RPS", "0")
-            .env("AIRTABLE_TOKEN_RPS", "0")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cdc");
+        let mut child =
+            testkit::airtable::cdc_run(&bin, &url, &slot, &publication, metrics_port, &e)
+                .env("AIRTABLE_BASE_RPS", "0")
+                .env("AIRTABLE_TOKEN_RPS", "0")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("cdc");
         let pid = child.id();
         let mut peak_kb = 0u64;
         while count_records(&e, "Habit usage").await < 1_000_000 {

@@ -87,6 +87,29 @@ pub async fn mirror_reference_data(
     }
 }
 
+/// `cdc run` (binary `bin`) against emulator `e`, with its slot, publication and ops port,
+/// logging warnings only; callers add their own settings and stdio.
+pub fn cdc_run(
+    bin: &std::path::Path,
+    database_url: &str,
+    slot: &str,
+    publication: &str,
+    metrics_port: u16,
+    e: &Emulator,
+) -> std::process::Command {
+    let mut c = std::process::Command::new(bin);
+    c.arg("run")
+        .env("DATABASE_URL", database_url)
+        .env("CDC_SLOT", slot)
+        .env("CDC_PUBLICATION", publication)
+        .env("METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
+        .env("AIRTABLE_API_URL", e.url())
+        .env("AIRTABLE_TOKEN", TOKEN)
+        .env("AIRTABLE_BASE_ID", BASE)
+        .env("RUST_LOG", "warn");
+    c
+}
+
 /// Fast pacing for tests, against emulator `e`; no request budget (set one where the
 /// emulator limits).
 pub fn airtable_config(e: &Emulator) -> AirtableConfig {

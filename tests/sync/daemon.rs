@@ -22,18 +22,18 @@ fn free_port() -> u16 {
 
 /// `cdc run` against `e`, with the test's slot and publication.
 fn daemon(db: &TestDb, e: &Emulator, slot: &str, port: u16, token: &str, base: &str) -> Child {
-    Command::new(cargo_bin("cdc"))
-        .arg("run")
-        .env("DATABASE_URL", db.url())
-        .env("CDC_SLOT", slot)
-        .env("CDC_PUBLICATION", format!("{slot}_pub"))
-        .env("METRICS_ADDR", format!("127.0.0.1:{port}"))
-        .env("AIRTABLE_API_URL", e.url())
-        .env("AIRTABLE_TOKEN", token)
-        .env("AIRTABLE_BASE_ID", base)
+    let mut c = testkit::airtable::cdc_run(
+        &cargo_bin("cdc"),
+        &db.url(),
+        slot,
+        &format!("{slot}_pub"),
+        port,
+        e,
+    );
+    c.env("AIRTABLE_TOKEN", token).env("AIRTABLE_BASE_ID", base);
+    Command::from(c)
         .env("SYNC_FLUSH_MS", "50")
         .env("LOG_FORMAT", "text")
-        .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)

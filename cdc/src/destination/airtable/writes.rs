@@ -117,15 +117,7 @@ impl AirtableDestination {
                             Ok(()) => {}
                             Err(e) if e.is_gone() => {}
                             Err(e) => {
-                                self.fail(
-                                    t.table.name,
-                                    *id,
-                                    "delete",
-                                    json!({ "record": rec }),
-                                    &e,
-                                    &replays[id],
-                                )
-                                .await?
+                                self.fail_delete(t.table.name, *id, rec, &e, &replays[id]).await?
                             }
                         }
                     }
@@ -147,15 +139,7 @@ impl AirtableDestination {
                 }
                 Err(e) => {
                     for (id, rec) in chunk {
-                        self.fail(
-                            t.table.name,
-                            *id,
-                            "delete",
-                            json!({ "record": rec }),
-                            &e,
-                            &replays[id],
-                        )
-                        .await?;
+                        self.fail_delete(t.table.name, *id, rec, &e, &replays[id]).await?;
                     }
                 }
             }
@@ -168,6 +152,18 @@ impl AirtableDestination {
         }
         self.store.forget_record_ids(t.table.name, &ids).await.map_err(sql_err)?;
         Ok(())
+    }
+
+    /// A delete of record `rec` (row `id`) failed.
+    async fn fail_delete(
+        &self,
+        table: &str,
+        id: Uuid,
+        rec: &str,
+        e: &AirtableError,
+        replays: &[i64],
+    ) -> Result<(), DestinationError> {
+        self.fail(table, id, "delete", json!({ "record": rec }), e, replays).await
     }
 
     /// Truncate: every record of the table known to the id map goes.
