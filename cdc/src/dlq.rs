@@ -2,6 +2,7 @@
 //! again. Replays and resyncs are outbox intents, so they travel the replication stream in
 //! order, under the same checkpoint as everything else.
 
+use crate::postgres::dead_letter::{Direction, Status};
 use schema::outbox::Intent;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -10,13 +11,13 @@ use uuid::Uuid;
 #[derive(Debug, sqlx::FromRow, serde::Serialize)]
 pub struct DeadLetterSummary {
     pub id: i64,
-    pub direction: String,
+    pub direction: Direction,
     pub table_name: Option<String>,
     pub pg_id: Option<Uuid>,
     pub operation: String,
     pub error_code: String,
     pub attempts: i32,
-    pub status: String,
+    pub status: Status,
     pub first_failed_at: chrono::DateTime<chrono::Utc>,
 }
 

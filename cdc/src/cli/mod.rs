@@ -339,13 +339,13 @@ async fn dlq_command(action: DlqAction) -> anyhow::Result<()> {
                     println!(
                         "{:>6}  {:<9} {:<22} {:<36} {:<7} {:<26} {:>8}  {:<9} {}",
                         r.id,
-                        r.direction,
+                        r.direction.as_str(),
                         r.table_name.unwrap_or_default(),
                         r.pg_id.map(|u| u.to_string()).unwrap_or_default(),
                         r.operation,
                         r.error_code,
                         r.attempts,
-                        r.status,
+                        r.status.as_str(),
                         r.first_failed_at.to_rfc3339()
                     );
                 }

@@ -7,7 +7,9 @@ use serde_json::{json, Value};
 pub const PAYLOAD_CAP_BYTES: usize = 16 * 1024;
 
 /// Which way the failed change was going.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum Direction {
     Outbound,
     Inbound,
@@ -18,6 +20,29 @@ impl Direction {
         match self {
             Direction::Outbound => "outbound",
             Direction::Inbound => "inbound",
+        }
+    }
+}
+
+/// Where a dead letter stands (the column's CHECK constraint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum Status {
+    /// Waiting for a fix, a replay or a discard.
+    Pending,
+    /// Resolved: a later write of its row succeeded, or a replay did.
+    Replayed,
+    /// Given up on by an operator (kept).
+    Discarded,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Replayed => "replayed",
+            Status::Discarded => "discarded",
         }
     }
 }
