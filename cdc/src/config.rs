@@ -19,11 +19,31 @@ pub struct CdcConfig {
     pub status_interval: Duration,
     /// CDC_LAG_INTERVAL_MS: how often slot lag and WAL retention are sampled.
     pub lag_interval: Duration,
+    /// CDC_RECONNECT_MAX_MS: the longest wait between replication sessions (the backoff's
+    /// cap; also how soon a paused destination is tried again at worst).
+    pub reconnect_max: Duration,
 }
 
 pub(crate) use schema::env::{millis, var};
 
 impl CdcConfig {
+    /// The defaults the environment overrides.
+    pub fn new(
+        postgres: PgConfig,
+        slot: impl Into<String>,
+        publication: impl Into<String>,
+    ) -> Self {
+        Self {
+            postgres,
+            slot: slot.into(),
+            publication: publication.into(),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            status_interval: Duration::from_secs(1),
+            lag_interval: Duration::from_secs(5),
+            reconnect_max: Duration::from_secs(30),
+        }
+    }
+
     pub fn from_env() -> Result<Self, ConfigError> {
         let slot = var("CDC_SLOT").unwrap_or_else(|| "coach_cdc".into());
         if !crate::postgres::slot::valid_name(&slot) {
@@ -46,6 +66,7 @@ impl CdcConfig {
             metrics_addr,
             status_interval: millis("CDC_STATUS_INTERVAL_MS", 1000)?,
             lag_interval: millis("CDC_LAG_INTERVAL_MS", 5000)?,
+            reconnect_max: millis("CDC_RECONNECT_MAX_MS", 30_000)?,
         })
     }
 }

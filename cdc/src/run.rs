@@ -33,9 +33,19 @@ pub enum StartError {
 pub struct Daemon<D: Destination> {
     stream: Stream<D>,
     ops_addr: SocketAddr,
-    sampler: tokio::task::JoinHandle<()>,
-    ops_task: tokio::task::JoinHandle<()>,
+    sampler: AbortOnDrop,
+    ops_task: AbortOnDrop,
     inbound: Option<Arc<Inbound>>,
+}
+
+/// A background task that ends with its owner, however the owner ends (a crash that drops
+/// the daemon's future too).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl<D: Destination> Daemon<D> {
@@ -102,6 +112,7 @@ impl<D: Destination> Daemon<D> {
             StreamConfig::new(conn.clone(), config.slot.clone(), config.publication.clone());
         stream_config.application_name = app.clone();
         stream_config.status_interval = config.status_interval;
+        stream_config.reconnect_max = config.reconnect_max;
         stream_config.skip_origin = Some(INBOUND_ORIGIN.to_owned());
         let stream = Stream::new(stream_config, destination);
         let ops = Ops { stream: stream.health(), slot_problem: Arc::new(Mutex::new(None)) };
@@ -109,9 +120,13 @@ impl<D: Destination> Daemon<D> {
         let (ops_addr, ops_task) = ops::serve(config.metrics_addr, ops.clone(), receiver)
             .await
             .map_err(|source| StartError::Listen { addr: config.metrics_addr, source })?;
-        let sampler =
-            tokio::spawn(sample_slot(client, config.slot.clone(), config.lag_interval, ops));
-        Ok(Self { stream, ops_addr, sampler, ops_task, inbound })
+        let sampler = AbortOnDrop(tokio::spawn(sample_slot(
+            client,
+            config.slot.clone(),
+            config.lag_interval,
+            ops,
+        )));
+        Ok(Self { stream, ops_addr, sampler, ops_task: AbortOnDrop(ops_task), inbound })
     }
 
     /// Where /metrics, /healthz and /readyz are served.
@@ -121,16 +136,17 @@ impl<D: Destination> Daemon<D> {
 
     /// Streams until `shutdown` turns true; returns the destination.
     pub async fn run_until(self, shutdown: watch::Receiver<bool>) -> Result<D, StreamError> {
-        let inbound = self.inbound.map(|i| tokio::spawn(i.run(shutdown.clone())));
-        let result = self.stream.run(shutdown).await;
-        if let Some(task) = inbound {
-            // The stream only returns once shutdown was asked for (or it failed for good).
-            task.abort();
-            let _ = task.await;
-        }
-        self.sampler.abort();
-        self.ops_task.abort();
+        let Self { stream, sampler, ops_task, inbound, .. } = self;
+        // Ends with this future, also when it is dropped mid-way (a crash).
+        let inbound = inbound.map(|i| AbortOnDrop(tokio::spawn(i.run(shutdown.clone()))));
+        let result = stream.run(shutdown).await;
+        drop((inbound, sampler, ops_task));
         result
+    }
+
+    /// The stream's live state (connection, confirmed position, lag, pause).
+    pub fn health(&self) -> Arc<crate::replication::StreamHealth> {
+        self.stream.health()
     }
 }
 

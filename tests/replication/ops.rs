@@ -1,5 +1,4 @@
 use cdc::{config::CdcConfig, destination::MemoryDestination, run::Daemon};
-use schema::postgres::PgConfig;
 use std::{process::Command, time::Duration};
 use testkit::{cargo_bin, cdc::wait_until, empty_db, test_db, Cluster, ClusterOptions, TestDb};
 
@@ -97,14 +96,7 @@ async fn publication_sync_and_slot_commands_work_through_the_cli() {
 }
 
 fn daemon_config(db: &TestDb, slot: &str) -> CdcConfig {
-    CdcConfig {
-        postgres: PgConfig::new(db.url(), "cdc-test"),
-        slot: slot.to_owned(),
-        publication: format!("{slot}_pub"),
-        metrics_addr: "127.0.0.1:0".parse().expect("addr"),
-        status_interval: Duration::from_millis(100),
-        lag_interval: Duration::from_millis(100),
-    }
+    testkit::cdc::daemon_config(&db.url(), slot, &format!("{slot}_pub"))
 }
 
 #[tokio::test]

@@ -72,15 +72,11 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let cdc_config = CdcConfig {
-        postgres: PgConfig::new(database_url.clone(), "cdc"),
-        slot: "coach_cdc".into(),
-        publication: "coach_pub".into(),
         metrics_addr: std::env::var("METRICS_ADDR")
             .unwrap_or_else(|_| "127.0.0.1:9464".into())
             .parse()
             .context("METRICS_ADDR must be host:port")?,
-        status_interval: Duration::from_secs(1),
-        lag_interval: Duration::from_secs(5),
+        ..CdcConfig::new(PgConfig::new(database_url.clone(), "cdc"), "coach_cdc", "coach_pub")
     };
     // Inbound: the emulator pings the daemon's listener unless WEBHOOK_PUBLIC_URL says where.
     let mut inbound_config = InboundConfig::from_env()?;

@@ -5,7 +5,7 @@ use airtable_emulator::{Emulator, EmulatorConfig, RateLimits, SchemaFile};
 use cdc::{
     airtable::{cells, AirtableClient, AirtableConfig, Budget},
     destination::airtable::AirtableDestination,
-    replication::{Stream, StreamError, StreamHealth},
+    replication::{StreamError, StreamHealth},
 };
 use schema::mapping::Mapping;
 use serde_json::{json, Map, Value};
@@ -154,11 +154,19 @@ pub async fn start_sync_sharing(
     let pool =
         sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(url).await.expect("pool");
     let client = Arc::new(AirtableClient::new(config, budget).expect("client"));
-    let destination = AirtableDestination::new(client, mapping, pool);
-    let stream = Stream::new(crate::cdc::stream_config(url, slot, publication), destination);
-    let health = stream.health();
+    let destination = AirtableDestination::new(client, mapping.clone(), pool);
+    // The daemon's own wiring (checks, slot, ops listener on a free port), test pacing.
+    let daemon = cdc::run::Daemon::build(
+        &crate::cdc::daemon_config(url, slot, publication),
+        &mapping,
+        destination,
+        None,
+    )
+    .await
+    .expect("the daemon builds");
+    let health = daemon.health();
     let (shutdown, rx) = watch::channel(false);
-    let task = tokio::spawn(stream.run(rx));
+    let task = tokio::spawn(daemon.run_until(rx));
     Syncing { health, shutdown, task }
 }
 

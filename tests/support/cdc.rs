@@ -56,6 +56,17 @@ pub fn stream_config(url: &str, slot: &str, publication: &str) -> StreamConfig {
     c
 }
 
+/// The daemon's configuration for tests: its ops listener on a free port, fast pacing.
+pub fn daemon_config(url: &str, slot: &str, publication: &str) -> cdc::config::CdcConfig {
+    cdc::config::CdcConfig {
+        metrics_addr: "127.0.0.1:0".parse().expect("addr"),
+        status_interval: Duration::from_millis(100),
+        lag_interval: Duration::from_millis(100),
+        reconnect_max: Duration::from_millis(500),
+        ..cdc::config::CdcConfig::new(PgConfig::new(url, "cdc-test"), slot, publication)
+    }
+}
+
 /// A running stream into a memory destination.
 pub struct Streaming {
     pub log: Arc<Mutex<MemoryLog>>,

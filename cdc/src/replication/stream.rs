@@ -102,6 +102,7 @@ pub struct StreamHealth {
     pub oldest_unacknowledged_micros: AtomicI64,
     /// Why the destination refuses the daemon (an auth error), while it does.
     pub paused: Mutex<Option<String>>,
+    is_paused: AtomicBool,
 }
 
 impl StreamHealth {
@@ -117,7 +118,13 @@ impl StreamHealth {
         self.paused.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Sets or clears the pause; clearing is on the hot path (every confirmed position), so
+    /// it costs one atomic load when nothing is paused.
     fn set_paused(&self, cause: Option<String>) {
+        if cause.is_none() && !self.is_paused.load(Ordering::Relaxed) {
+            return;
+        }
+        self.is_paused.store(cause.is_some(), Ordering::Relaxed);
         metrics::gauge!("cdc_destination_paused").set(if cause.is_some() { 1.0 } else { 0.0 });
         *self.paused.lock().unwrap_or_else(|e| e.into_inner()) = cause;
     }
