@@ -367,7 +367,10 @@ fn parse_level(
 /// byte sequence that is not UTF-8 (a SQL_ASCII database) is kept with replacement
 /// characters rather than refused.
 pub fn cell_text(b: &Bytes) -> std::borrow::Cow<'_, str> {
-    String::from_utf8_lossy(b)
+    match std::str::from_utf8(b) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(b),
+    }
 }
 
 #[cfg(test)]

@@ -167,7 +167,8 @@ impl<D: Destination> Stream<D> {
                     .then(|| ChangeAt { transaction: s.tx_final, ordinal: s.next_ordinal() });
                 if let Some((poisoned, attempts)) = self.poisoned() {
                     if at == Some(poisoned) && !s.skip {
-                        return self.isolate(s, poisoned, attempts, &data).await;
+                        // Boxed: the rare path must not grow every event's future.
+                        return Box::pin(self.isolate(s, poisoned, attempts, &data)).await;
                     }
                 }
                 let msg = pgoutput::decode(data).map_err(|e| Failure {
@@ -339,7 +340,7 @@ impl<D: Destination> Stream<D> {
         .min();
         self.health
             .oldest_unacknowledged_micros
-            .store(oldest.map_or(0, |t| t.timestamp_micros().max(1)), Ordering::SeqCst);
+            .store(oldest.map_or(0, |t| t.timestamp_micros().max(1)), Ordering::Relaxed);
     }
 }
 
