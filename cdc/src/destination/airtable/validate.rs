@@ -60,3 +60,54 @@ impl AirtableDestination {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::airtable::Budget;
+
+    /// The Meta API's answer for the base the mapping expects, with ids, edited by `tweak`.
+    fn meta(mapping: &Mapping, tweak: impl FnOnce(&mut Vec<Value>)) -> BaseMeta {
+        let schema = mapping.airtable_schema("appTEST", "Test");
+        let mut tables = schema["bases"][0]["tables"].as_array().cloned().unwrap_or_default();
+        for (i, t) in tables.iter_mut().enumerate() {
+            t["id"] = json!(format!("tbl{i:014}"));
+            for (j, f) in t["fields"].as_array_mut().into_iter().flatten().enumerate() {
+                f["id"] = json!(format!("fld{i:07}{j:07}"));
+            }
+        }
+        tweak(&mut tables);
+        BaseMeta::from_json(&json!({ "tables": tables }))
+    }
+
+    #[tokio::test]
+    async fn problems_name_the_postgres_column_and_the_airtable_table_and_field() {
+        let mapping = Arc::new(Mapping::default_mapping().expect("mapping"));
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .expect("a lazy pool connects to nothing");
+        let config = AirtableConfig::new("http://127.0.0.1:1", "patNONE", "appTEST");
+        let budget = Arc::new(Budget::new(0, 0, std::time::Duration::from_secs(1)));
+        let client = Arc::new(AirtableClient::new(config, budget).expect("client"));
+        let d = AirtableDestination::new(client, mapping.clone(), pool);
+
+        assert_eq!(d.validate_against_airtable(&meta(&mapping, |_| {})), Ok(()));
+        let broken = meta(&mapping, |tables| {
+            let programs = tables.iter_mut().find(|t| t["name"] == "Programs").expect("Programs");
+            let fields = programs["fields"].as_array_mut().expect("fields");
+            fields.retain(|f| f["name"] != "Name");
+            for f in fields.iter_mut().filter(|f| f["name"] == "Start") {
+                f["type"] = json!("singleLineText");
+            }
+        });
+        let e = d.validate_against_airtable(&broken).expect_err("two problems");
+        assert!(
+            e.contains(r#"Airtable table "Programs" has no field "Name" (mapped from Postgres column programs.name)"#),
+            "{e}"
+        );
+        assert!(
+            e.contains(r#"Airtable field "Programs"."Start" is of type singleLineText but the mapping says date (mapped from Postgres column programs.start_date)"#),
+            "{e}"
+        );
+    }
+}
