@@ -96,3 +96,16 @@ pub async fn hook_id(pool: &sqlx::PgPool, kind: &str) -> Option<String> {
     .await
     .expect("checkpoint")
 }
+
+/// The MAC key of hook `kind` (`users` or `base`), as the daemon stored it.
+pub async fn hook_key(pool: &sqlx::PgPool, kind: &str) -> Vec<u8> {
+    use base64::Engine;
+    let secret: String = sqlx::query_scalar(
+        "SELECT value->>'secret' FROM sync_checkpoint WHERE name = 'inbound.webhook.' || $1",
+    )
+    .bind(kind)
+    .fetch_one(pool)
+    .await
+    .expect("secret");
+    base64::engine::general_purpose::STANDARD.decode(secret).expect("base64")
+}

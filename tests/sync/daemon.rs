@@ -169,16 +169,7 @@ async fn the_daemon_counts_its_own_pings_by_mac_outcome() {
     })
     .await;
     let hook = testkit::inbound::hook_id(&db.pool, "users").await.expect("hook");
-    let secret: String = sqlx::query_scalar(
-        "SELECT value->>'secret' FROM sync_checkpoint WHERE name = 'inbound.webhook.users'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .expect("secret");
-    let key = {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD.decode(secret).expect("base64")
-    };
+    let key = testkit::inbound::hook_key(&db.pool, "users").await;
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/webhooks/airtable");
     let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();

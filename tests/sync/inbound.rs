@@ -20,7 +20,7 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 /// Demo data in Postgres and its reference data mirrored (and mapped) in Airtable, the
 /// inbound side running with its webhook in place.
-async fn receiving(
+pub(super) async fn receiving(
     db: &TestDb,
     tweak: impl FnOnce(&mut cdc::inbound::InboundConfig),
 ) -> (Emulator, Receiving) {
@@ -55,18 +55,6 @@ async fn ready(db: &TestDb, r: &Receiving) {
         })
         .await;
     }
-}
-
-/// The base webhook's MAC key, as the daemon stored it.
-async fn base_hook_key(pool: &sqlx::PgPool) -> Vec<u8> {
-    use base64::Engine;
-    let secret = text(
-        pool,
-        "SELECT value->>'secret' FROM sync_checkpoint WHERE name = 'inbound.webhook.base'",
-    )
-    .await
-    .expect("secret");
-    base64::engine::general_purpose::STANDARD.decode(secret).expect("base64")
 }
 
 fn rec(v: &Value) -> String {
@@ -290,7 +278,7 @@ async fn a_notification_without_the_right_mac_is_refused_and_changes_nothing() {
         .await
         .expect("post");
     assert_eq!(bad.status().as_u16(), 401);
-    let key = base_hook_key(&db.pool).await;
+    let key = testkit::inbound::hook_key(&db.pool, "base").await;
     // The MAC covers the exact bytes: the same body re-serialized with a space fails.
     let tampered = body.replacen(':', ": ", 1);
     let good_mac = airtable_emulator::mac_header(&key, body.as_bytes());
@@ -350,7 +338,7 @@ async fn duplicate_and_replayed_deliveries_change_nothing() {
 
     // The same pings again, at once and out of order: payloads are read from the cursor.
     let http = reqwest::Client::new();
-    let key = base_hook_key(&db.pool).await;
+    let key = testkit::inbound::hook_key(&db.pool, "base").await;
     let hook = hook_id(&db.pool, "base").await.expect("hook");
     let pings = ["10:00:02", "10:00:00", "10:00:01", "10:00:00"].map(|t| {
         let body = json!({ "base": { "id": BASE }, "webhook": { "id": hook }, "timestamp": format!("2026-11-21T{t}.000Z") }).to_string();

@@ -1,12 +1,15 @@
 //! The inbound side heals itself: a fixed record applies whole, a webhook gone under the
 //! daemon comes back at once, replayed pings cost nothing, early pings are retried.
 
-use super::outbound::{exec, DEMO};
+use super::{
+    inbound::receiving,
+    outbound::{exec, DEMO},
+};
 use airtable_emulator::RateLimits;
 use serde_json::json;
 use std::time::Duration;
 use testkit::{
-    airtable::{emulator, mapping, mirror_reference_data, schema_for, BASE, TOKEN},
+    airtable::{emulator, mapping, schema_for, BASE, TOKEN},
     cdc::wait_until,
     inbound::{hook_id, pg_id, start_inbound},
     test_db,
@@ -14,37 +17,10 @@ use testkit::{
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-async fn backfilled(pool: &sqlx::PgPool) -> bool {
-    let tables = mapping().tables.iter().filter(|t| t.inbound().next().is_some()).count() as i64;
-    let n: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM sync_checkpoint WHERE name LIKE 'inbound.poll.%'")
-            .fetch_one(pool)
-            .await
-            .expect("checkpoints");
-    n == tables
-}
-
-async fn started(
-    db: &testkit::TestDb,
-    tweak: impl FnOnce(&mut cdc::inbound::InboundConfig),
-) -> (airtable_emulator::Emulator, testkit::inbound::Receiving) {
-    let e = emulator(schema_for(&mapping(), |_| {}), RateLimits::off()).await;
-    exec(&db.pool, DEMO).await;
-    mirror_reference_data(&e, BASE, &db.pool, &mapping()).await;
-    let r = start_inbound(&db.url(), &e, tweak).await;
-    wait_until(LIMIT, "backfilled, webhooks in place", || async {
-        backfilled(&db.pool).await
-            && hook_id(&db.pool, "users").await.is_some()
-            && hook_id(&db.pool, "base").await.is_some()
-    })
-    .await;
-    (e, r)
-}
-
 #[tokio::test]
 async fn a_parked_record_fixed_by_one_field_is_applied_whole_never_with_column_defaults() {
     let db = test_db().await;
-    let (e, r) = started(&db, |_| {}).await;
+    let (e, r) = receiving(&db, |_| {}).await;
     let created = e
         .admin()
         .create_records(BASE, "Users", vec![json!({ "Email": "not an email", "Name": "Beheer", "Role": "admin", "Status": "disabled", "Language": "en" })])
@@ -90,7 +66,7 @@ async fn a_parked_record_fixed_by_one_field_is_applied_whole_never_with_column_d
 #[tokio::test]
 async fn a_webhook_deleted_under_the_daemon_is_recreated_at_once() {
     let db = test_db().await;
-    let (e, r) = started(&db, |c| c.webhook_poll = Duration::from_millis(200)).await;
+    let (e, r) = receiving(&db, |c| c.webhook_poll = Duration::from_millis(200)).await;
     let old = hook_id(&db.pool, "users").await.expect("hook");
     let deleted = reqwest::Client::new()
         .delete(format!("{}/v0/bases/{BASE}/webhooks/{old}", e.url()))
@@ -116,18 +92,6 @@ async fn a_webhook_deleted_under_the_daemon_is_recreated_at_once() {
     r.stop().await;
 }
 
-/// The users hook's MAC key, as the daemon stored it.
-async fn users_key(pool: &sqlx::PgPool) -> Vec<u8> {
-    use base64::Engine;
-    let secret: String = sqlx::query_scalar(
-        "SELECT value->>'secret' FROM sync_checkpoint WHERE name = 'inbound.webhook.users'",
-    )
-    .fetch_one(pool)
-    .await
-    .expect("secret");
-    base64::engine::general_purpose::STANDARD.decode(secret).expect("base64")
-}
-
 /// Creates a user in Airtable (its ping is lost: only the test's pings wake the reader).
 async fn create_user(e: &airtable_emulator::Emulator, email: &str) -> String {
     let created = e
@@ -140,10 +104,10 @@ async fn create_user(e: &airtable_emulator::Emulator, email: &str) -> String {
 #[tokio::test]
 async fn a_replayed_ping_reads_payloads_once_and_a_stale_one_not_at_all() {
     let db = test_db().await;
-    let (e, r) = started(&db, |_| {}).await;
+    let (e, r) = receiving(&db, |_| {}).await;
     e.admin().lose_pings(true);
     let hook = hook_id(&db.pool, "users").await.expect("hook");
-    let key = users_key(&db.pool).await;
+    let key = testkit::inbound::hook_key(&db.pool, "users").await;
     let http = reqwest::Client::new();
     let ping = |stamp: String| {
         let body = json!({ "base": { "id": BASE }, "webhook": { "id": hook }, "timestamp": stamp })

@@ -99,7 +99,6 @@ pub struct Inbound {
     applier: Arc<Applier>,
     config: InboundConfig,
     schema: RwLock<BaseSchema>,
-    schema_known: RwLock<bool>,
     hooks: RwLock<std::collections::HashMap<webhook::HookKind, webhook::Hook>>,
     pings: webhook::Pings,
     /// A verified ping arrived: read that hook's payloads now.
@@ -120,7 +119,6 @@ impl Inbound {
             applier,
             config,
             schema: RwLock::new(BaseSchema::default()),
-            schema_known: RwLock::new(false),
             hooks: RwLock::new(Default::default()),
             pings: webhook::Pings::default(),
             pinged_users: Notify::new(),
@@ -168,7 +166,6 @@ impl Inbound {
     /// Takes the base's schema as read at start (one Meta API read serves both directions).
     pub async fn set_schema(&self, meta: &crate::airtable::meta::BaseMeta) {
         *self.schema.write().await = BaseSchema::from_meta(meta, self.applier.mapping());
-        *self.schema_known.write().await = true;
     }
 
     async fn refresh_schema(&self) -> Result<(), crate::airtable::AirtableError> {
@@ -244,7 +241,7 @@ impl Inbound {
 
     /// Runs every inbound task until `shutdown` turns true.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
-        if !*self.schema_known.read().await {
+        if self.schema.read().await.is_empty() {
             if let Err(e) = self.refresh_schema().await {
                 tracing::warn!(error = %e, "cannot read the Airtable schema yet; webhooks wait for it");
             }

@@ -23,11 +23,11 @@ impl AirtableDestination {
                 || !self.replay_queue.is_empty()
                 || !self.resync_tables.is_empty())
         {
-            self.store.set_possibly_written(mark).await.map_err(sql_err)?;
+            self.store.set_possibly_written(mark).await?;
             self.possibly_written = Some(mark);
         }
         for dl in std::mem::take(&mut self.replay_queue) {
-            match self.store.dead_letter_row(dl).await.map_err(sql_err)? {
+            match self.store.dead_letter_row(dl).await? {
                 Some((Some(table), Some(id), op)) => match self.table_index(&table) {
                     Some(ti) => {
                         let since = Utc::now();
@@ -71,7 +71,7 @@ impl AirtableDestination {
             self.resync_table(ti).await?;
         }
         let done = std::mem::take(&mut self.outbox_done);
-        self.store.purge_outbox(&done).await.map_err(sql_err)?;
+        self.store.purge_outbox(&done).await?;
         if let Ok((all, outbound)) = self.store.pending_dead_letters().await {
             metrics::gauge!("sync_dlq_pending").set(all as f64);
             self.dead_letters_pending.store(outbound > 0, std::sync::atomic::Ordering::Relaxed);
@@ -87,7 +87,7 @@ impl AirtableDestination {
         let table = self.mapped(ti).table.name;
         let mut after = None;
         loop {
-            let ids = self.store.ids_after(table, after, 1000).await.map_err(sql_err)?;
+            let ids = self.store.ids_after(table, after, 1000).await?;
             let Some(last) = ids.last().copied() else { return Ok(()) };
             let since = Utc::now();
             let rows = ids.into_iter().map(|id| (id, Pending::reread(since, Vec::new()))).collect();

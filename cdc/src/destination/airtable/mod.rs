@@ -84,10 +84,6 @@ impl Pending {
     }
 }
 
-fn sql_err(e: sqlx::Error) -> DestinationError {
-    e.into()
-}
-
 pub struct AirtableDestination {
     client: Arc<AirtableClient>,
     store: Store,
@@ -198,7 +194,7 @@ impl AirtableDestination {
 
     async fn handle_event(&mut self, event: Event) -> Result<(), DestinationError> {
         if self.possibly_written.is_none() {
-            self.possibly_written = Some(self.store.possibly_written().await.map_err(sql_err)?);
+            self.possibly_written = Some(self.store.possibly_written().await?);
         }
         match event {
             Event::Begin { commit_time, final_lsn, .. } => {
@@ -298,7 +294,7 @@ impl Destination for AirtableDestination {
             message,
             attempts: poison.attempts as i32,
         };
-        self.store.dead_letter(&d).await.map_err(sql_err)?;
+        self.store.dead_letter(&d).await?;
         self.dead_letters_pending.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }

@@ -30,12 +30,11 @@ impl AirtableDestination {
                 }
             };
             let in_pg: HashSet<Uuid> =
-                self.store.all_ids(t.table.name).await.map_err(sql_err)?.into_iter().collect();
+                self.store.all_ids(t.table.name).await?.into_iter().collect();
             let mapped = self
                 .store
                 .record_ids(t.table.name, &in_pg.iter().copied().collect::<Vec<_>>())
-                .await
-                .map_err(sql_err)?;
+                .await?;
             let mut seen: HashMap<Uuid, String> = HashMap::new();
             let mut remove: Vec<String> = Vec::new();
             for (value, record) in listed {
@@ -77,7 +76,7 @@ impl AirtableDestination {
                 .filter(|(id, rec)| mapped.get(id) != Some(rec))
                 .map(|(id, rec)| (*id, rec.clone()))
                 .collect();
-            self.store.save_record_ids(t.table.name, &pairs).await.map_err(sql_err)?;
+            self.store.save_record_ids(t.table.name, &pairs).await?;
             let since = Utc::now();
             let absent: Vec<(Uuid, Pending)> = in_pg
                 .iter()

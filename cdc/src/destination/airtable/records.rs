@@ -19,14 +19,14 @@ impl AirtableDestination {
         Box::pin(async move {
             let table = self.mapped(ti).table.name;
             let ids: Vec<Uuid> = rows.iter().map(|(id, _)| *id).collect();
-            let known = self.store.record_ids(table, &ids).await.map_err(sql_err)?;
+            let known = self.store.record_ids(table, &ids).await?;
             // Rows Airtable may not have yet are written whole; read what the stream lacks.
             let need_read: Vec<Uuid> = rows
                 .iter()
                 .filter(|(id, p)| matches!(p, Pending::Upsert { complete, .. } if !*complete && !known.contains_key(id)) || matches!(p, Pending::Upsert { fields, .. } if fields.is_empty()))
                 .map(|(id, _)| *id)
                 .collect();
-            let current = self.store.rows(table, &need_read).await.map_err(sql_err)?;
+            let current = self.store.rows(table, &need_read).await?;
             let derived_ids: Vec<Uuid> = rows
                 .iter()
                 .filter(|(_, p)| matches!(p, Pending::Upsert { derived: true, .. }))
@@ -35,7 +35,7 @@ impl AirtableDestination {
             let progress = if derived_ids.is_empty() {
                 HashMap::new()
             } else {
-                self.store.progress(&derived_ids).await.map_err(sql_err)?
+                self.store.progress(&derived_ids).await?
             };
 
             let mut outgoing = Vec::new();
@@ -140,7 +140,7 @@ impl AirtableDestination {
                 .collect::<HashSet<_>>()
                 .into_iter()
                 .collect();
-            let mut map = self.store.record_ids(target, &wanted).await.map_err(sql_err)?;
+            let mut map = self.store.record_ids(target, &wanted).await?;
             let missing: Vec<Uuid> =
                 wanted.iter().filter(|id| !map.contains_key(id)).copied().collect();
             if let Some(tti) = self.table_index(target) {
@@ -152,11 +152,11 @@ impl AirtableDestination {
                         .map(|id| (*id, Pending::reread(since, Vec::new())))
                         .collect();
                     self.upsert_rows(tti, parents).await?;
-                    map = self.store.record_ids(target, &wanted).await.map_err(sql_err)?;
+                    map = self.store.record_ids(target, &wanted).await?;
                 }
                 if !missing.is_empty() && tti == ti {
                     // Links within the table (none in the default mapping): look up what exists.
-                    map.extend(self.store.record_ids(target, &missing).await.map_err(sql_err)?);
+                    map.extend(self.store.record_ids(target, &missing).await?);
                 }
             }
             resolved.insert(field.clone(), map);

@@ -19,7 +19,7 @@ impl AirtableDestination {
                 Ok(record_ids) => {
                     let pairs: Vec<(Uuid, String)> =
                         batch.iter().map(|o| o.id).zip(record_ids).collect();
-                    self.store.save_record_ids(t.table.name, &pairs).await.map_err(sql_err)?;
+                    self.store.save_record_ids(t.table.name, &pairs).await?;
                     let ids: Vec<Uuid> = batch.iter().map(|o| o.id).collect();
                     self.written(t.table.name, &ids).await?;
                     let now = Utc::now();
@@ -27,7 +27,7 @@ impl AirtableDestination {
                         metrics::histogram!("sync_commit_to_airtable_seconds")
                             .record((now - o.since).num_milliseconds().max(0) as f64 / 1000.0);
                         for dl in &o.replays {
-                            self.store.resolve_dead_letter(*dl).await.map_err(sql_err)?;
+                            self.store.resolve_dead_letter(*dl).await?;
                         }
                     }
                     tracing::info!(
@@ -83,8 +83,7 @@ impl AirtableDestination {
                 )
             })
             .collect();
-        let mut targets: HashMap<Uuid, String> =
-            self.store.record_ids(t.table.name, &ids).await.map_err(sql_err)?;
+        let mut targets: HashMap<Uuid, String> = self.store.record_ids(t.table.name, &ids).await?;
         let unknown: Vec<String> =
             ids.iter().filter(|id| !targets.contains_key(id)).map(Uuid::to_string).collect();
         if !unknown.is_empty() {
@@ -133,7 +132,7 @@ impl AirtableDestination {
                     self.written(t.table.name, &gone).await?;
                     for (id, _) in chunk {
                         for dl in &replays[id] {
-                            self.store.resolve_dead_letter(*dl).await.map_err(sql_err)?;
+                            self.store.resolve_dead_letter(*dl).await?;
                         }
                     }
                 }
@@ -147,10 +146,10 @@ impl AirtableDestination {
         // Rows never in Airtable (and not found there) are done too.
         for id in ids.iter().filter(|id| !list.iter().any(|(x, _)| x == *id)) {
             for dl in &replays[id] {
-                self.store.resolve_dead_letter(*dl).await.map_err(sql_err)?;
+                self.store.resolve_dead_letter(*dl).await?;
             }
         }
-        self.store.forget_record_ids(t.table.name, &ids).await.map_err(sql_err)?;
+        self.store.forget_record_ids(t.table.name, &ids).await?;
         Ok(())
     }
 
@@ -169,7 +168,7 @@ impl AirtableDestination {
     /// Truncate: every record of the table known to the id map goes.
     pub(super) async fn truncate(&mut self, ti: TableId) -> Result<(), DestinationError> {
         let table = self.mapped(ti).table.name;
-        let mapped = self.store.all_mapped(table).await.map_err(sql_err)?;
+        let mapped = self.store.all_mapped(table).await?;
         let since = Utc::now();
         let rows = mapped
             .into_iter()
@@ -214,7 +213,7 @@ impl AirtableDestination {
             .await
         } else {
             for dl in replays {
-                self.store.retry_failed(*dl, &e.code(), &e.to_string()).await.map_err(sql_err)?;
+                self.store.retry_failed(*dl, &e.code(), &e.to_string()).await?;
             }
             Ok(())
         }
@@ -242,7 +241,7 @@ impl AirtableDestination {
             message: message.to_owned(),
             attempts,
         };
-        self.store.dead_letter(&d).await.map_err(sql_err)?;
+        self.store.dead_letter(&d).await?;
         self.dead_letters_pending.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
@@ -251,7 +250,7 @@ impl AirtableDestination {
     /// pending, which is the common case).
     pub(super) async fn written(&self, table: &str, ids: &[Uuid]) -> Result<(), DestinationError> {
         if self.dead_letters_pending.load(std::sync::atomic::Ordering::Relaxed) {
-            let n = self.store.resolve_rows(table, ids).await.map_err(sql_err)?;
+            let n = self.store.resolve_rows(table, ids).await?;
             if n > 0 {
                 tracing::info!(table, resolved = n, "later writes resolved dead letters");
             }

@@ -164,8 +164,7 @@ impl Inbound {
             match self.drain_payloads(kind).await {
                 Ok(true) => checked = None,
                 Ok(false) => backoff.reset(),
-                Err(InboundError::Airtable(ref a)) if hook_may_be_gone(a) => {
-                    let e = a;
+                Err(InboundError::Airtable(e)) if hook_may_be_gone(&e) => {
                     // Deleted or expired under us: check it now, and re-create it (then
                     // reconcile) if it is gone, rather than at the next daily check.
                     tracing::warn!(error = %e, kind = kind.name(), "the webhook is gone: re-creating it");
