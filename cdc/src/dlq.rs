@@ -1,10 +1,10 @@
-//! `cdc dlq …` and `cdc resync`: operators look at what could not be synced and send it
-//! again. Replays and resyncs are outbox intents, so they travel the replication stream in
-//! order, under the same checkpoint as everything else.
+//! `cdc dlq …`: operators look at what could not be synced and send it again. Replays are
+//! outbox intents, so they travel the replication stream in order, under the same
+//! checkpoint as everything else.
 
 use crate::postgres::dead_letter::{Direction, Status};
 use schema::outbox::Intent;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -134,23 +134,3 @@ pub async fn discard(pool: &PgPool, id: i64) -> Result<(), DlqError> {
     Ok(())
 }
 
-/// Queues a re-send of a row's current state, or of a whole table.
-pub async fn resync(pool: &PgPool, table: &str, id: Option<Uuid>) -> Result<(), DlqError> {
-    let mapping = crate::config::load_mapping().map_err(DlqError::Mapping)?;
-    if mapping.table(table).is_none() {
-        return Err(DlqError::Mapping(format!(
-            "{table} is not a mapped table (mapped: {})",
-            mapping.tables.iter().map(|t| t.table.name).collect::<Vec<_>>().join(", ")
-        )));
-    }
-    sqlx::query(
-        "INSERT INTO sync_outbox (kind, table_name, pg_id, payload) VALUES ($4, $1, $2, $3)",
-    )
-    .bind(table)
-    .bind(id)
-    .bind(json!({ "requested_by": "cdc resync" }))
-    .bind(Intent::RESYNC)
-    .execute(pool)
-    .await?;
-    Ok(())
-}

@@ -27,6 +27,7 @@
 //! [`telemetry`] the logs.
 
 pub mod airtable;
+pub mod backfill;
 pub mod backoff;
 pub mod cli;
 pub mod config;

@@ -71,7 +71,6 @@ impl<D: Destination> Daemon<D> {
         schema::postgres::migrate::ensure_current(&pool)
             .await
             .map_err(|e| StartError::Refused(e.to_string()))?;
-        pool.close().await;
 
         let conn = ConnInfo::from_config(&config.postgres)
             .map_err(|e| StartError::Refused(e.to_string()))?;
@@ -91,12 +90,13 @@ impl<D: Destination> Daemon<D> {
                 Err(e) => return Err(sql(e)),
             }
         }
-        match slot::status(&client, &config.slot).await.map_err(sql)? {
+        let slot_created = match slot::status(&client, &config.slot).await.map_err(sql)? {
             None => {
                 let at = slot::create(&client, &config.slot).await.map_err(|e| {
                     StartError::Refused(format!("cannot create the replication slot: {e}"))
                 })?;
                 tracing::info!(slot = %config.slot, consistent_point = %at, "created the replication slot");
+                true
             }
             Some(s) if s.wal_status.as_deref() == Some("lost") => {
                 return Err(StartError::Refused(s.problem().unwrap_or_default()))
@@ -105,8 +105,16 @@ impl<D: Destination> Daemon<D> {
                 if let Some(p) = s.problem() {
                     tracing::warn!(problem = %p, "slot at risk");
                 }
+                false
             }
+        };
+        if destination.mirrors_state() {
+            // Rows from before the slot, or of what the mapping gained, never stream.
+            crate::backfill::queue::at_start(&pool, mapping, slot_created)
+                .await
+                .map_err(|e| connect(&e))?;
         }
+        pool.close().await;
 
         let mut stream_config =
             StreamConfig::new(conn.clone(), config.slot.clone(), config.publication.clone());

@@ -10,8 +10,11 @@ use uuid::Uuid;
 pub enum Intent {
     /// Re-send a row's current state, or (without an id) a whole table's.
     Resync { table: String, id: Option<Uuid> },
-    /// Re-send a program's derived progress.
+    /// Re-send a program's derived progress (written by older API builds: the sync now
+    /// derives it from the stream).
     Progress { table: String, id: Uuid },
+    /// Backfill jobs were queued or cancelled (`sync_backfill`): read them again.
+    Backfill,
     /// Send a dead letter's row again.
     Replay { dead_letter: i64 },
 }
@@ -20,6 +23,7 @@ impl Intent {
     pub const RESYNC: &'static str = "resync";
     pub const PROGRESS: &'static str = "progress";
     pub const REPLAY: &'static str = "replay";
+    pub const BACKFILL: &'static str = "backfill";
 
     /// The intent an outbox row (as JSON) holds; None for a kind this build does not know.
     pub fn from_row(row: &Map<String, Value>) -> Option<Intent> {
@@ -31,6 +35,7 @@ impl Intent {
             Self::REPLAY => Some(Intent::Replay {
                 dead_letter: row.get("payload")?.get("dead_letter_id")?.as_i64()?,
             }),
+            Self::BACKFILL => Some(Intent::Backfill),
             _ => None,
         }
     }
@@ -61,6 +66,10 @@ mod tests {
         assert_eq!(
             Intent::from_row(&row(json!({ "kind": "replay", "payload": { "dead_letter_id": 7 } }))),
             Some(Intent::Replay { dead_letter: 7 })
+        );
+        assert_eq!(
+            Intent::from_row(&row(json!({ "kind": "backfill", "payload": { "jobs": [3] } }))),
+            Some(Intent::Backfill)
         );
         assert_eq!(Intent::from_row(&row(json!({ "kind": "teleport" }))), None);
         assert_eq!(

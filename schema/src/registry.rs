@@ -352,6 +352,26 @@ pub static TABLES: &[Table] = &[
     ),
     table!("sync_inbox_events", Sync, [pg("source"), pg("event_key"), pg("applied_at")]),
     table!("sync_checkpoint", Sync, [pg("name"), pg("value"), pg("updated_at")]),
+    table!(
+        "sync_backfill",
+        Sync,
+        [
+            pg("id"),
+            pg("table_name"),
+            pg("columns"),
+            pg("predicate"),
+            pg("reason"),
+            pg("state"),
+            pg("last_key"),
+            pg("rows_done"),
+            pg("rows_total"),
+            pg("reconcile"),
+            pg("requested_at"),
+            pg("started_at"),
+            pg("finished_at"),
+            pg("updated_at")
+        ]
+    ),
     // Authentication: written by the API only.
     table!(
         "refresh_tokens",
@@ -384,6 +404,33 @@ pub static TABLES: &[Table] = &[
 
 /// Derived views (computed in SQL, never stored).
 pub static VIEWS: &[&str] = &["program_progress"];
+
+/// A derived view over one table's rows, and the tables whose changes move it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Derivation {
+    pub view: &'static str,
+    /// The table whose rows the view describes, and the view's column naming the row.
+    pub of: &'static str,
+    pub key: &'static str,
+    /// (table, column holding the described row's id): a change to such a row moves the
+    /// view for the row it names, before and after the change.
+    pub sources: &'static [(&'static str, &'static str)],
+}
+
+/// What `program_progress` is computed from (its definition in 0003_operational.sql): the
+/// program, its planning and its method usage. The sync recomputes it for every program these
+/// changes touch, so no writer has to say so.
+pub static DERIVATIONS: &[Derivation] = &[Derivation {
+    view: "program_progress",
+    of: "programs",
+    key: "program_id",
+    sources: &[("program_schedule", "program_id"), ("method_usage", "program_id")],
+}];
+
+/// The derivation describing `table`'s rows, if any.
+pub fn derivation_of(table: &str) -> Option<&'static Derivation> {
+    DERIVATIONS.iter().find(|d| d.of == table)
+}
 
 /// Looks a table up by its Postgres name.
 pub fn table(name: &str) -> Option<&'static Table> {

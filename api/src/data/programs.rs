@@ -187,13 +187,3 @@ pub async fn update_planning(
     .fetch_optional(db)
     .await
 }
-
-/// A program's derived progress changed: tell the sync (same transaction as the change).
-pub async fn progress_changed(db: impl PgExecutor<'_>, program: Uuid) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO sync_outbox (kind, table_name, pg_id) VALUES ($2, 'programs', $1)")
-        .bind(program)
-        .bind(schema::outbox::Intent::PROGRESS)
-        .execute(db)
-        .await
-        .map(|_| ())
-}

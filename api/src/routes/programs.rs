@@ -140,14 +140,9 @@ pub async fn update_planning(
     ApiJson(c): ApiJson<PlanningChanges>,
 ) -> Result<Json<Planning>, ApiError> {
     check_text("notes", c.notes.as_ref(), 5000)?;
-    let mut tx = state.pool.begin().await.map_err(DbError::from)?;
-    let p = db::update_planning(&mut *tx, user.id, id, planning, &c)
+    let p = db::update_planning(&state.pool, user.id, id, planning, &c)
         .await?
         .ok_or(ApiError::NotFound)?;
-    if c.method_ids.is_some() {
-        db::progress_changed(&mut *tx, id).await?;
-    }
-    tx.commit().await.map_err(DbError::from)?;
     Ok(Json(p))
 }
 

@@ -48,8 +48,7 @@ struct State {
     base: Window,
     token: Window,
     fast_waiting: usize,
-    /// Slots of each base window only the fast lane may use: its own share of the budget,
-    /// so a user event never waits for a window that bulk work filled.
+    /// Slots of each base window bulk work leaves free while a fast request waits.
     fast_reserve: u32,
 }
 
@@ -93,7 +92,8 @@ impl Budget {
         self
     }
 
-    /// Reserves `slots` of each base window for the fast lane (bulk work gets the rest).
+    /// While a fast request waits, bulk work leaves `slots` of each base window to it;
+    /// otherwise bulk work may use the whole window.
     pub fn with_fast_share(self, slots: u32) -> Self {
         self.lock().fast_reserve = slots;
         self
@@ -112,7 +112,10 @@ impl Budget {
             let wait = {
                 let mut s = self.lock();
                 let now = Instant::now();
-                let reserve = if lane == Lane::Bulk { s.fast_reserve } else { 0 };
+                // Work-conserving: the fast lane's share is held back from bulk work only
+                // while a fast request waits, so an idle fast lane costs bulk nothing.
+                let reserve =
+                    if lane == Lane::Bulk && s.fast_waiting > 0 { s.fast_reserve } else { 0 };
                 let wait = s.base.wait(now, reserve).max(s.token.wait(now, 0));
                 // The fast lane goes first, but bulk work keeps one request per window:
                 // a stream of user events slows the outbound drain, never stops it.
@@ -176,22 +179,35 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_fast_lane_keeps_its_share_while_bulk_work_saturates() {
-        let b = Arc::new(Budget::new(5, 50, Duration::from_secs(1)).with_fast_share(1));
+    async fn bulk_work_uses_the_whole_window_while_no_fast_request_waits() {
+        let b = Budget::new(5, 50, Duration::from_secs(1)).with_fast_share(1);
         let start = tokio::time::Instant::now();
-        for _ in 0..4 {
+        for _ in 0..5 {
             b.acquire(Lane::Bulk).await;
         }
-        // Bulk has used its 4 of 5: the fifth slot is the fast lane's, at once.
+        assert_eq!(start.elapsed(), Duration::ZERO, "all five slots, the fast share too");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_fast_request_goes_before_waiting_bulk_work() {
+        let b = Arc::new(Budget::new(5, 50, Duration::from_secs(1)).with_fast_share(1));
+        let start = tokio::time::Instant::now();
+        for _ in 0..5 {
+            b.acquire(Lane::Bulk).await;
+        }
         let bulk = {
             let b = b.clone();
-            tokio::spawn(async move { b.acquire(Lane::Bulk).await })
+            tokio::spawn(async move {
+                b.acquire(Lane::Bulk).await;
+                tokio::time::Instant::now()
+            })
         };
         tokio::task::yield_now().await;
         b.acquire(Lane::Fast).await;
-        assert_eq!(start.elapsed(), Duration::ZERO);
-        bulk.await.expect("bulk");
-        assert!(start.elapsed() >= Duration::from_secs(1));
+        let fast_at = tokio::time::Instant::now();
+        assert!(fast_at - start <= Duration::from_secs(1) + Duration::from_millis(5));
+        let bulk_at = bulk.await.expect("bulk");
+        assert!(bulk_at >= fast_at, "the fast request went first");
     }
 
     #[tokio::test(start_paused = true)]

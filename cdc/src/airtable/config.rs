@@ -16,8 +16,8 @@ pub struct AirtableConfig {
     pub base_rps: u32,
     /// AIRTABLE_TOKEN_RPS: requests per window per token (Airtable: 50 per second).
     pub token_rps: u32,
-    /// AIRTABLE_FAST_SHARE: slots of each base window kept for the users fast lane (bulk
-    /// work never uses them; at saturation that is 1/5 of the outbound rate per slot).
+    /// AIRTABLE_FAST_SHARE: slots of each base window bulk work leaves to the users fast
+    /// lane while a user event waits (an idle fast lane costs bulk work nothing).
     pub fast_share: u32,
     /// The window, widened by AIRTABLE_RATE_MARGIN_MS so clock and network skew never put
     /// one request too many into Airtable's own window.
@@ -41,6 +41,9 @@ pub struct AirtableConfig {
     pub reconcile_delay: Duration,
     /// SYNC_RECONCILE_INTERVAL_MS: a periodic reconcile as a backstop; 0 disables.
     pub reconcile_interval: Option<Duration>,
+    /// SYNC_BACKFILL_CHUNK: rows per backfill chunk; 0 = one window of the request budget
+    /// (base_rps × 10 records), so live changes never wait behind more than a window.
+    pub backfill_chunk: usize,
 }
 
 use schema::env::{number, var};
@@ -79,6 +82,7 @@ impl AirtableConfig {
             concurrency: 1,
             reconcile_delay: Duration::from_secs(60),
             reconcile_interval: Some(Duration::from_secs(6 * 3600)),
+            backfill_chunk: 0,
         }
     }
 
@@ -98,6 +102,7 @@ impl AirtableConfig {
         c.flush_window = Duration::from_millis(number("SYNC_FLUSH_MS", 250u64)?);
         c.max_attempts = number("SYNC_MAX_ATTEMPTS", c.max_attempts)?.max(1);
         c.reconcile_delay = Duration::from_millis(number("SYNC_RECONCILE_DELAY_MS", 60_000u64)?);
+        c.backfill_chunk = number("SYNC_BACKFILL_CHUNK", c.backfill_chunk)?;
         c.reconcile_interval = Some(number("SYNC_RECONCILE_INTERVAL_MS", 6 * 3600 * 1000u64)?)
             .filter(|ms| *ms > 0)
             .map(Duration::from_millis);

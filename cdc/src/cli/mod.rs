@@ -10,6 +10,7 @@ use crate::{
     run::{airtable_sides, shutdown_on_signals, Daemon},
     telemetry::LogFormat,
 };
+mod backfill;
 mod migrate;
 
 use anyhow::{bail, Context};
@@ -76,12 +77,43 @@ pub enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
-    /// Re-send the current state of a mapped table, or of one row, to Airtable.
+    /// Copy the rows of mapped tables to Airtable as they are now (chunked, watermarked in
+    /// the stream, resumable), and follow the copy; `status` shows every backfill.
+    #[command(args_conflicts_with_subcommands = true)]
+    Backfill {
+        #[command(subcommand)]
+        action: Option<BackfillAction>,
+        /// Tables the sync sends, e.g. programs method_usage.
+        tables: Vec<String>,
+        /// Only rows matching this SQL condition on the table's columns, e.g.
+        /// "user_id = '…'" (checked first; run read-only).
+        #[arg(long = "where", value_name = "SQL")]
+        predicate: Option<String>,
+        /// Queue and return; do not follow.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Re-send a table's current state, or one row's: `cdc backfill TABLE [--where id = ID]`.
     Resync {
         /// A mapped Postgres table, e.g. programs.
         table: String,
         /// One row's id; without it, the whole table.
         id: Option<uuid::Uuid>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackfillAction {
+    /// Every open backfill and the last finished ones: rows done of total, rate, ETA.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop open backfills (the rows done stay done).
+    Cancel {
+        ids: Vec<i64>,
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -129,6 +161,10 @@ pub enum SlotAction {
         #[arg(long)]
         json: bool,
     },
+    /// Re-create the slot (a lost one, or any time it must be) and backfill every table the
+    /// sync sends, each followed by a reconcile: nothing lost, nothing duplicated. Stop
+    /// `cdc run` first.
+    Recover,
     /// Drop the slot. Everything not yet streamed is lost to the daemon.
     Drop {
         /// Required: dropping loses the checkpoint.
@@ -219,19 +255,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq { action } => dlq_command(action).await,
+        Command::Backfill { action, tables, predicate, detach } => {
+            let config = CdcConfig::from_env()?;
+            let pool = schema::postgres::connect(&config.postgres).await?;
+            match action {
+                Some(BackfillAction::Status { json }) => backfill::status(&pool, json).await,
+                Some(BackfillAction::Cancel { ids, all }) => {
+                    backfill::cancel(&pool, ids, all).await
+                }
+                None if tables.is_empty() => {
+                    bail!("name the tables to backfill (or `cdc backfill status`)")
+                }
+                None => {
+                    let mapping = load_mapping().map_err(anyhow::Error::msg)?;
+                    let request = backfill::Request {
+                        tables,
+                        predicate,
+                        reason: crate::backfill::Reason::Requested,
+                        detach,
+                    };
+                    backfill::request(&pool, &mapping, &config.slot, request).await
+                }
+            }
+        }
         Command::Resync { table, id } => {
-            let pool = schema::postgres::connect(&PgConfig::from_env("cdc")?).await?;
-            crate::dlq::resync(&pool, &table, id).await?;
-            println!(
-                "queued a resync of {table}{}",
-                id.map(|i| format!(" {i}")).unwrap_or_default()
-            );
-            Ok(())
+            let config = CdcConfig::from_env()?;
+            let pool = schema::postgres::connect(&config.postgres).await?;
+            let mapping = load_mapping().map_err(anyhow::Error::msg)?;
+            let request = backfill::Request {
+                tables: vec![table],
+                predicate: id.map(|i| format!("id = '{i}'")),
+                reason: crate::backfill::Reason::Requested,
+                detach: false,
+            };
+            backfill::request(&pool, &mapping, &config.slot, request).await
         }
         Command::Slot { action } => {
             let config = CdcConfig::from_env()?;
             let client = sql(&config).await?;
-            slot_command(&client, &config.slot, action).await
+            slot_command(&client, &config, action).await
         }
     }
 }
@@ -257,9 +319,10 @@ async fn run_daemon<D: crate::destination::Destination>(
 
 async fn slot_command(
     client: &tokio_postgres::Client,
-    name: &str,
+    config: &CdcConfig,
     action: SlotAction,
 ) -> anyhow::Result<()> {
+    let name = config.slot.as_str();
     match action {
         SlotAction::Create => match slot::status(client, name).await? {
             Some(s) => {
@@ -299,6 +362,11 @@ async fn slot_command(
             if let Some(p) = s.problem() {
                 bail!("{p}");
             }
+        }
+        SlotAction::Recover => {
+            let pool = schema::postgres::connect(&config.postgres).await?;
+            let mapping = load_mapping().map_err(anyhow::Error::msg)?;
+            backfill::recover_slot(client, &pool, &mapping, name).await?;
         }
         SlotAction::Drop { yes } => {
             if !yes {

@@ -127,6 +127,14 @@ pub trait Destination: Send {
     /// See the contract.
     fn acknowledged(&self) -> Lsn;
 
+    /// Whether this destination mirrors the tables' state, so rows that exist before the
+    /// slot (which never stream) must be copied to it: the daemon then queues backfills when
+    /// it creates the slot or the mapping gains a table or column, and the destination runs
+    /// them (`crate::backfill`). False for destinations that only see the change stream.
+    fn mirrors_state(&self) -> bool {
+        false
+    }
+
     /// Records a change the stream isolated (see [`Poison`]) durably, so it can be looked at
     /// and replayed; the stream then goes on with the rest of the transaction.
     fn isolate(

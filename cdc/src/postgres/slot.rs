@@ -1,5 +1,5 @@
 //! The replication slot: the outbound checkpoint. DBAs create, inspect and drop it; the
-//! daemon creates it when missing but never recreates a lost one.
+//! daemon creates it when missing but never recreates a lost one (`cdc slot recover` does).
 
 use super::SqlError;
 use pgwire_replication::Lsn;
@@ -29,7 +29,7 @@ impl SlotStatus {
     pub fn problem(&self) -> Option<String> {
         match self.wal_status.as_deref() {
             Some("lost") => Some(format!(
-                "slot {} is lost: WAL it needed was removed, changes were lost. Run `cdc slot drop`, `cdc slot create`, then re-send current state (`cdc resync`)",
+                "slot {} is lost: WAL it needed was removed, so changes were missed. Stop `cdc run` and run `cdc slot recover` (a new slot, then a full backfill)",
                 self.name
             )),
             Some("unreserved") => Some(format!(

@@ -81,7 +81,7 @@ impl StreamConfig {
 pub enum StreamError {
     #[error("replication slot {slot:?} does not exist; create it with `cdc slot create` (or let `cdc run` create it on start)")]
     SlotMissing { slot: String },
-    #[error("replication slot {slot:?} is invalidated (its WAL was removed, e.g. past max_slot_wal_keep_size): changes were lost. Drop it (`cdc slot drop`), create it again (`cdc slot create`) and re-send current state; it is never recreated silently")]
+    #[error("replication slot {slot:?} is invalidated (its WAL was removed, e.g. past max_slot_wal_keep_size): changes were missed. Run `cdc slot recover` (a new slot, then a full backfill: nothing lost, nothing duplicated); it is never recreated silently")]
     SlotLost { slot: String },
     #[error("publication {publication:?} does not exist; create it with `cdc publication sync`")]
     PublicationMissing { publication: String },

@@ -1,22 +1,18 @@
 use super::check_text;
 use crate::{
     auth::AuthUser,
-    data::{
-        programs::progress_changed,
-        usage::{self as db, MethodUsage, MethodUsageChanges, NewMethodUsage},
-    },
+    data::usage::{self as db, MethodUsage, MethodUsageChanges, NewMethodUsage},
     error::{ApiError, ErrorBody},
     extract::{ApiJson, ApiQuery},
     AppState,
 };
 use axum::{extract::State, http::StatusCode, Json};
-use schema::postgres::DbError;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-/// Record a method done. With a program, the program's progress changes: the sync learns
-/// it from the outbox row written in the same transaction.
+/// Record a method done. With a program, the program's progress changes: the sync derives
+/// that from the change itself.
 #[utoipa::path(post, path = "/api/method-usage", tag = "usage", security(("bearer" = [])), request_body = NewMethodUsage,
     responses((status = 201, body = MethodUsage), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
@@ -25,12 +21,7 @@ pub async fn create(
     ApiJson(u): ApiJson<NewMethodUsage>,
 ) -> Result<(StatusCode, Json<MethodUsage>), ApiError> {
     check_text("remark", u.remark.as_deref(), 2000)?;
-    let mut tx = state.pool.begin().await.map_err(DbError::from)?;
-    let row = db::insert_method_usage(&mut *tx, user.id, &u).await?.ok_or(ApiError::NotFound)?;
-    if let Some(program) = row.program_id {
-        progress_changed(&mut *tx, program).await?;
-    }
-    tx.commit().await.map_err(DbError::from)?;
+    let row = db::insert_method_usage(&state.pool, user.id, &u).await?.ok_or(ApiError::NotFound)?;
     Ok((StatusCode::CREATED, Json(row)))
 }
 
@@ -43,12 +34,7 @@ pub async fn update(
     ApiJson(c): ApiJson<MethodUsageChanges>,
 ) -> Result<Json<MethodUsage>, ApiError> {
     check_text("remark", c.remark.as_deref(), 2000)?;
-    let mut tx = state.pool.begin().await.map_err(DbError::from)?;
-    let row = db::update_method_usage(&mut *tx, user.id, &c).await?.ok_or(ApiError::NotFound)?;
-    if let Some(program) = row.program_id {
-        progress_changed(&mut *tx, program).await?;
-    }
-    tx.commit().await.map_err(DbError::from)?;
+    let row = db::update_method_usage(&state.pool, user.id, &c).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(row))
 }
 

@@ -6,11 +6,8 @@ impl AirtableDestination {
     /// Writes everything pending; afterwards everything handed so far is acknowledged.
     pub(super) async fn flush_all(&mut self) -> Result<(), DestinationError> {
         let upto = self.handed;
-        if self.pending.is_empty()
-            && self.replay_queue.is_empty()
-            && self.resync_tables.is_empty()
-            && self.outbox_done.is_empty()
-        {
+        self.backfill.flush_now = false;
+        if self.idle() {
             self.acked = self.acked.max(upto);
             return Ok(());
         }
@@ -19,9 +16,7 @@ impl AirtableDestination {
         }
         let mark = self.pending_final.max(upto);
         if self.possibly_written.is_none_or(|w| mark > w)
-            && (!self.pending.is_empty()
-                || !self.replay_queue.is_empty()
-                || !self.resync_tables.is_empty())
+            && (!self.pending.is_empty() || !self.replay_queue.is_empty())
         {
             self.store.set_possibly_written(mark).await?;
             self.possibly_written = Some(mark);
@@ -67,9 +62,9 @@ impl AirtableDestination {
                 self.delete_rows(ti, rows).await?;
             }
         }
-        for ti in std::mem::take(&mut self.resync_tables) {
-            self.resync_table(ti).await?;
-        }
+        self.queue_resyncs().await?;
+        // Before anything is acknowledged: a chunk's progress is saved once it is written.
+        self.save_landed().await?;
         let done = std::mem::take(&mut self.outbox_done);
         self.store.purge_outbox(&done).await?;
         if let Ok((all, outbound)) = self.store.pending_dead_letters().await {
@@ -82,17 +77,23 @@ impl AirtableDestination {
         Ok(())
     }
 
-    /// Re-sends every row of a table, a page at a time (bounded memory).
-    pub(super) async fn resync_table(&mut self, ti: TableId) -> Result<(), DestinationError> {
-        let table = self.mapped(ti).table.name;
-        let mut after = None;
-        loop {
-            let ids = self.store.ids_after(table, after, 1000).await?;
-            let Some(last) = ids.last().copied() else { return Ok(()) };
-            let since = Utc::now();
-            let rows = ids.into_iter().map(|id| (id, Pending::reread(since, Vec::new()))).collect();
-            self.upsert_rows(ti, rows).await?;
-            after = Some(last);
+    /// Whole-table resyncs from the outbox become backfill jobs (the one copy path).
+    async fn queue_resyncs(&mut self) -> Result<(), DestinationError> {
+        let tables = std::mem::take(&mut self.resync_tables);
+        if tables.is_empty() {
+            return Ok(());
         }
+        let jobs: Vec<_> = tables
+            .into_iter()
+            .map(|ti| {
+                crate::backfill::NewJob::whole(
+                    self.mapped(ti).table.name,
+                    crate::backfill::Reason::Requested,
+                )
+            })
+            .collect();
+        crate::backfill::store::request(self.store.pool(), &jobs, false).await?;
+        self.backfill.reload = true;
+        Ok(())
     }
 }

@@ -60,6 +60,14 @@ impl AirtableDestination {
                 metrics::counter!("sync_coalesced_changes_total").increment(1);
                 Some(Pending::Delete { replays: replays.into_iter().chain(r2).collect(), since })
             }
+            (Some(Pending::Delete { mut replays, since }), Pending::Upsert { fields, replays: r2, .. })
+                if fields.is_empty() =>
+            {
+                // A re-read or new derived fields of a deleted row (e.g. the usage its delete
+                // cascaded to): the delete stands.
+                replays.extend(r2);
+                Some(Pending::Delete { replays, since })
+            }
             (
                 Some(Pending::Delete { since, .. }),
                 Pending::Upsert { fields, complete, derived, replays, .. },
@@ -103,6 +111,9 @@ impl AirtableDestination {
             return Err(DestinationError::bad_change(format!("{name}: change without a uuid id")));
         };
         let since = self.tx_time;
+        self.supersede(ti, id);
+        self.derive_from(ti, &c, since);
+        let derived = !self.mapped(ti).derived.is_empty();
         match c.op {
             Op::Insert | Op::Update => {
                 let Some(row) = c.new.as_ref() else { return Ok(()) };
@@ -119,7 +130,7 @@ impl AirtableDestination {
                         fields,
                         complete,
                         created_here,
-                        derived: false,
+                        derived,
                         replays: Vec::new(),
                         since,
                     },
@@ -128,6 +139,32 @@ impl AirtableDestination {
             Op::Delete => self.pend((ti, id), Pending::Delete { replays: Vec::new(), since }),
         }
         Ok(())
+    }
+
+    /// A change to a row derived fields are computed from (planning, usage) moves them for
+    /// the rows it names, before and after the change: those get their derived fields again,
+    /// read at flush. Writers need not say so.
+    fn derive_from(&mut self, ti: TableId, c: &RowChange, since: DateTime<Utc>) {
+        if !self.derived_sources.iter().any(|(s, ..)| *s == ti) {
+            return;
+        }
+        let old = c.old.as_ref().filter(|_| !c.old_is_key_only);
+        let mut touched = Vec::new();
+        for (source, column, target) in &self.derived_sources {
+            if *source != ti {
+                continue;
+            }
+            for row in [c.new.as_ref(), old].into_iter().flatten() {
+                if let Some(PgValue::Uuid(u)) = row.get(column) {
+                    if !touched.contains(&(*target, *u)) {
+                        touched.push((*target, *u));
+                    }
+                }
+            }
+        }
+        for key in touched {
+            self.pend(key, Pending::derived_only(since));
+        }
     }
 
     /// An outbox intent: resync a row or a table, replay a dead letter, refresh progress.
@@ -144,19 +181,10 @@ impl AirtableDestination {
                 (None, _) => tracing::warn!(%table, "ignoring a resync of a table not mapped"),
             },
             Some(Intent::Progress { table, id }) => match self.table_index(&table) {
-                Some(ti) => self.pend(
-                    (ti, id),
-                    Pending::Upsert {
-                        fields: Map::new(),
-                        complete: false,
-                        created_here: false,
-                        derived: true,
-                        replays: Vec::new(),
-                        since,
-                    },
-                ),
+                Some(ti) => self.pend((ti, id), Pending::derived_only(since)),
                 None => tracing::warn!(%table, "ignoring progress of a table not mapped"),
             },
+            Some(Intent::Backfill) => self.backfill.reload = true,
             Some(Intent::Replay { dead_letter }) => {
                 self.first_pending.get_or_insert_with(Instant::now);
                 self.replay_queue.push(dead_letter);

@@ -13,9 +13,10 @@
 //! In the order the data flows: [`intake`] (events and outbox intents become pending writes,
 //! coalesced per row), [`flush`] (everything pending goes out), [`records`] (rows become
 //! records, links resolved), [`writes`] (batches sent, deletes, dead letters), [`reconcile`]
-//! (Airtable made equal to Postgres); [`validate`] checks the mapping at start and [`store`]
-//! holds the sink's SQL.
+//! (Airtable made equal to Postgres); [`backfill`] runs backfill chunks between their
+//! watermarks; [`validate`] checks the mapping at start and [`store`] holds the sink's SQL.
 
+mod backfill;
 mod flush;
 mod intake;
 mod reconcile;
@@ -82,6 +83,19 @@ impl Pending {
             since,
         }
     }
+
+    /// Only the row's derived fields are new (read at flush, with the row when Airtable may
+    /// not have it yet).
+    fn derived_only(since: DateTime<Utc>) -> Self {
+        Pending::Upsert {
+            fields: Map::new(),
+            complete: false,
+            created_here: false,
+            derived: true,
+            replays: Vec::new(),
+            since,
+        }
+    }
 }
 
 pub struct AirtableDestination {
@@ -90,8 +104,13 @@ pub struct AirtableDestination {
     mapping: Arc<Mapping>,
     config: AirtableConfig,
     pending: IndexMap<(TableId, Uuid), Pending>,
-    /// Table resyncs requested through the outbox (whole tables, done at flush).
+    /// Whole-table resyncs requested through the outbox (older tooling): queued as backfill
+    /// jobs at the next flush.
     resync_tables: Vec<TableId>,
+    backfill: backfill::Backfiller,
+    /// (source table, its column naming the row, described table): a change to a source row
+    /// moves the derived fields of the rows it names (program progress).
+    derived_sources: Vec<(TableId, String, TableId)>,
     /// Dead letters to replay (through the outbox, so in stream order).
     replay_queue: Vec<i64>,
     outbox_done: Vec<i64>,
@@ -129,6 +148,17 @@ impl AirtableDestination {
     pub fn new(client: Arc<AirtableClient>, mapping: Arc<Mapping>, pool: sqlx::PgPool) -> Self {
         let config = client.config().clone();
         let reconcile_at = config.reconcile_interval.map(|i| Instant::now() + i);
+        let mut derived_sources = Vec::new();
+        for ti in mapping.table_ids().filter(|ti| !mapping.tables[*ti].derived.is_empty()) {
+            let Some(d) = schema::registry::derivation_of(mapping.tables[ti].table.name) else {
+                continue;
+            };
+            for (table, column) in d.sources {
+                if let Some(source) = mapping.table_id(table) {
+                    derived_sources.push((source, (*column).to_owned(), ti));
+                }
+            }
+        }
         Self {
             client,
             store: Store::new(pool),
@@ -136,6 +166,8 @@ impl AirtableDestination {
             config,
             pending: IndexMap::new(),
             resync_tables: Vec::new(),
+            backfill: backfill::Backfiller::default(),
+            derived_sources,
             replay_queue: Vec::new(),
             outbox_done: Vec::new(),
             first_pending: None,
@@ -173,8 +205,18 @@ impl AirtableDestination {
 
 impl AirtableDestination {
     fn due(&self) -> bool {
-        self.pending.len() >= self.config.max_pending_rows
+        self.backfill.flush_now
+            || self.pending.len() >= self.config.max_pending_rows
             || self.first_pending.is_some_and(|t| t.elapsed() >= self.config.flush_window)
+    }
+
+    /// Nothing waits for a flush: no row, intent, replay or landed backfill chunk.
+    fn idle(&self) -> bool {
+        self.pending.is_empty()
+            && self.resync_tables.is_empty()
+            && self.replay_queue.is_empty()
+            && self.outbox_done.is_empty()
+            && !self.backfill.unsaved()
     }
 }
 
@@ -187,6 +229,7 @@ impl AirtableDestination {
         self.resync_tables.clear();
         self.replay_queue.clear();
         self.outbox_done.clear();
+        self.backfill.abandon();
         self.first_pending = None;
         self.pending_final = Lsn::ZERO;
         self.handed = self.acked;
@@ -216,6 +259,9 @@ impl AirtableDestination {
             Event::Truncate { relations, .. } => {
                 let tables: Vec<TableId> =
                     relations.iter().filter_map(|r| self.table_index(&r.name)).collect();
+                for ti in &tables {
+                    self.truncated(*ti);
+                }
                 if !tables.is_empty() {
                     // Everything before the truncate goes first.
                     self.flush_all().await?;
@@ -224,15 +270,15 @@ impl AirtableDestination {
                     }
                 }
             }
-            Event::Message { transactional: false, lsn, .. } => self.handed = self.handed.max(lsn),
-            Event::Message { .. } => {}
+            Event::Message { transactional, lsn, prefix, content } => {
+                self.on_message(&prefix, &content);
+                if !transactional {
+                    self.handed = self.handed.max(lsn);
+                }
+            }
             Event::Commit { end_lsn, .. } => {
                 self.handed = self.handed.max(end_lsn);
-                if self.pending.is_empty()
-                    && self.resync_tables.is_empty()
-                    && self.replay_queue.is_empty()
-                    && self.outbox_done.is_empty()
-                {
+                if self.idle() {
                     // Nothing of it needs Airtable (e.g. only Airtable-owned columns changed).
                     self.acked = self.acked.max(end_lsn);
                 }
@@ -240,6 +286,7 @@ impl AirtableDestination {
         }
         if self.due() {
             self.flush_all().await?;
+            self.backfill_step().await?;
         }
         Ok(())
     }
@@ -249,7 +296,7 @@ impl AirtableDestination {
         if self.reconcile_at.is_some_and(|at| Instant::now() >= at) {
             self.reconcile().await?;
         }
-        Ok(())
+        self.backfill_step().await
     }
 }
 
@@ -272,6 +319,10 @@ impl Destination for AirtableDestination {
 
     fn acknowledged(&self) -> Lsn {
         self.acked
+    }
+
+    fn mirrors_state(&self) -> bool {
+        true
     }
 
     /// An isolated change becomes one outbound dead letter (`ISOLATED_CHANGE`) of its table

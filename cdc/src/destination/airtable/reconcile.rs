@@ -11,11 +11,30 @@ impl AirtableDestination {
     pub async fn reconcile(&mut self) -> Result<(), DestinationError> {
         let started = Instant::now();
         self.flush_all().await?;
-        let (mut orphans, mut duplicates, mut missing) = (0u64, 0u64, 0u64);
+        let mut fixed = Fixed::default();
         for ti in self.mapping.table_ids() {
-            if self.mapped(ti).outbound().next().is_none() {
-                continue;
+            if self.mapped(ti).outbound().next().is_some() {
+                fixed.add(self.reconcile_table(ti).await?);
             }
+        }
+        metrics::counter!("sync_reconcile_runs_total").increment(1);
+        let Fixed { orphans, duplicates, missing } = fixed;
+        tracing::info!(
+            orphans,
+            duplicates,
+            missing,
+            ms = started.elapsed().as_millis() as u64,
+            "reconciled Airtable with Postgres"
+        );
+        self.reconcile_at = self.config.reconcile_interval.map(|i| Instant::now() + i);
+        Ok(())
+    }
+
+    /// One table of the reconcile (also run after a backfill that asks for it, e.g. after
+    /// `cdc slot recover`: deletes that happened while the slot was lost never streamed).
+    pub(super) async fn reconcile_table(&mut self, ti: TableId) -> Result<Fixed, DestinationError> {
+        let (mut orphans, mut duplicates, mut missing) = (0u64, 0u64, 0u64);
+        {
             let t = self.mapped(ti).clone();
             let listed = match self
                 .client
@@ -26,7 +45,7 @@ impl AirtableDestination {
                 Err(e) if e.is_auth() => return Err(DestinationError::auth(e.to_string())),
                 Err(e) => {
                     tracing::warn!(table = t.table.name, error = %e, "reconcile: cannot list Airtable; will try again");
-                    continue;
+                    return Ok(Fixed::default());
                 }
             };
             let in_pg: HashSet<Uuid> =
@@ -88,19 +107,26 @@ impl AirtableDestination {
                 self.upsert_rows(ti, absent).await?;
             }
         }
-        metrics::counter!("sync_reconcile_runs_total").increment(1);
         metrics::counter!("sync_reconcile_fixed_total", "kind" => "orphan").increment(orphans);
         metrics::counter!("sync_reconcile_fixed_total", "kind" => "duplicate")
             .increment(duplicates);
         metrics::counter!("sync_reconcile_fixed_total", "kind" => "missing").increment(missing);
-        tracing::info!(
-            orphans,
-            duplicates,
-            missing,
-            ms = started.elapsed().as_millis() as u64,
-            "reconciled Airtable with Postgres"
-        );
-        self.reconcile_at = self.config.reconcile_interval.map(|i| Instant::now() + i);
-        Ok(())
+        Ok(Fixed { orphans, duplicates, missing })
+    }
+}
+
+/// What a reconcile fixed.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Fixed {
+    orphans: u64,
+    duplicates: u64,
+    missing: u64,
+}
+
+impl Fixed {
+    fn add(&mut self, o: Fixed) {
+        self.orphans += o.orphans;
+        self.duplicates += o.duplicates;
+        self.missing += o.missing;
     }
 }

@@ -21,9 +21,15 @@ impl AirtableDestination {
             let ids: Vec<Uuid> = rows.iter().map(|(id, _)| *id).collect();
             let known = self.store.record_ids(table, &ids).await?;
             // Rows Airtable may not have yet are written whole; read what the stream lacks.
+            // A record Airtable has takes only what changed (derived fields alone included).
             let need_read: Vec<Uuid> = rows
                 .iter()
-                .filter(|(id, p)| matches!(p, Pending::Upsert { complete, .. } if !*complete && !known.contains_key(id)) || matches!(p, Pending::Upsert { fields, .. } if fields.is_empty()))
+                .filter(|(id, p)| match p {
+                    Pending::Upsert { complete, fields, derived, .. } => {
+                        (!*complete && !known.contains_key(id)) || (fields.is_empty() && !*derived)
+                    }
+                    Pending::Delete { .. } => false,
+                })
                 .map(|(id, _)| *id)
                 .collect();
             let current = self.store.rows(table, &need_read).await?;
@@ -32,10 +38,11 @@ impl AirtableDestination {
                 .filter(|(_, p)| matches!(p, Pending::Upsert { derived: true, .. }))
                 .map(|(id, _)| *id)
                 .collect();
-            let progress = if derived_ids.is_empty() {
-                HashMap::new()
-            } else {
-                self.store.progress(&derived_ids).await?
+            let progress = match schema::registry::derivation_of(table) {
+                Some(d) if !derived_ids.is_empty() => {
+                    self.store.derived(d.view, d.key, &derived_ids).await?
+                }
+                _ => HashMap::new(),
             };
 
             let mut outgoing = Vec::new();
@@ -52,7 +59,9 @@ impl AirtableDestination {
                             );
                         }
                     }
-                } else if need_read.contains(&id) {
+                } else if need_read.contains(&id)
+                    || (fields.is_empty() && !progress.contains_key(&id))
+                {
                     // Gone from Postgres since: its delete follows in the stream.
                     continue;
                 }

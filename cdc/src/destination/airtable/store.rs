@@ -102,31 +102,19 @@ impl Store {
             .await
     }
 
-    /// A page of ids of a table, in id order after `after` (whole-table resync).
-    pub async fn ids_after(
+    /// A derived view's rows (e.g. program_progress), by the id of the row each describes.
+    pub async fn derived(
         &self,
-        table: &str,
-        after: Option<Uuid>,
-        limit: i64,
-    ) -> sqlx::Result<Vec<Uuid>> {
-        let sql = format!(
-            "SELECT id FROM {} WHERE $1::uuid IS NULL OR id > $1 ORDER BY id LIMIT $2",
-            quote_ident(table)
-        );
-        sqlx::query_scalar(&sql).bind(after).bind(limit).fetch_all(&self.pool).await
-    }
-
-    /// Derived progress of programs (view program_progress), by program id.
-    pub async fn progress(
-        &self,
-        program_ids: &[Uuid],
+        view: &str,
+        key: &str,
+        ids: &[Uuid],
     ) -> sqlx::Result<HashMap<Uuid, Map<String, Value>>> {
-        let rows: Vec<(Uuid, Value)> = sqlx::query_as(
-            "SELECT program_id, to_jsonb(p) FROM program_progress p WHERE program_id = ANY($1)",
-        )
-        .bind(program_ids)
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = format!(
+            "SELECT v.{key}, to_jsonb(v) FROM {view} v WHERE v.{key} = ANY($1)",
+            key = quote_ident(key),
+            view = quote_ident(view)
+        );
+        let rows: Vec<(Uuid, Value)> = sqlx::query_as(&sql).bind(ids).fetch_all(&self.pool).await?;
         Ok(objects(rows))
     }
 

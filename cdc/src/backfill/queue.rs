@@ -1,0 +1,123 @@
+//! What a start queues: on a new slot every mapped table (its rows never streamed); on a known
+//! slot what the mapping gained since the last start (a table, or columns of one). The
+//! mapping's outbound shape is remembered in `sync_checkpoint` for the next start.
+
+use super::{store, JobId, NewJob, Reason};
+use schema::mapping::Mapping;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use std::collections::BTreeMap;
+
+const SHAPE: &str = "outbound.mapping";
+
+/// table -> the columns it sends (derived ones included), for every table that sends any.
+fn shape(mapping: &Mapping) -> BTreeMap<String, Vec<String>> {
+    mapping
+        .tables
+        .iter()
+        .filter(|t| t.outbound().next().is_some())
+        .map(|t| {
+            let columns = t
+                .outbound()
+                .map(|c| c.column.clone())
+                .chain(t.derived.iter().map(|(c, _)| c.clone()))
+                .collect();
+            (t.table.name.to_owned(), columns)
+        })
+        .collect()
+}
+
+/// The jobs a change of shape needs: a new table whole, new columns alone (a new derived
+/// column re-sends the table whole, as derived fields go with whole rows).
+fn gained(
+    before: &BTreeMap<String, Vec<String>>,
+    now: &BTreeMap<String, Vec<String>>,
+    mapping: &Mapping,
+) -> Vec<NewJob> {
+    let mut jobs = Vec::new();
+    for (table, columns) in now {
+        match before.get(table) {
+            None => jobs.push(NewJob::whole(table.clone(), Reason::Mapping)),
+            Some(had) => {
+                let new: Vec<String> =
+                    columns.iter().filter(|c| !had.contains(c)).cloned().collect();
+                if new.is_empty() {
+                    continue;
+                }
+                let derived = mapping
+                    .table(table)
+                    .is_some_and(|t| t.derived.iter().any(|(c, _)| new.contains(c)));
+                let mut job = NewJob::whole(table.clone(), Reason::Mapping);
+                if !derived {
+                    job.columns = Some(new);
+                }
+                jobs.push(job);
+            }
+        }
+    }
+    jobs
+}
+
+/// Queues what this start needs and remembers the mapping's shape, in one transaction.
+/// `slot_created`: the slot is new, so every row that exists must be copied, and progress
+/// intents written before it (never streamed) are dropped: the copy carries progress.
+pub async fn at_start(
+    pool: &PgPool,
+    mapping: &Mapping,
+    slot_created: bool,
+) -> sqlx::Result<Vec<JobId>> {
+    let now = shape(mapping);
+    let mut tx = pool.begin().await?;
+    let before: Option<Value> =
+        sqlx::query_scalar("SELECT value FROM sync_checkpoint WHERE name = $1 FOR UPDATE")
+            .bind(SHAPE)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let before: Option<BTreeMap<String, Vec<String>>> =
+        before.and_then(|v| serde_json::from_value(v).ok());
+    let jobs = if slot_created {
+        sqlx::query("DELETE FROM sync_outbox WHERE kind = 'progress'").execute(&mut *tx).await?;
+        now.keys().map(|t| NewJob::whole(t.clone(), Reason::Initial)).collect()
+    } else {
+        // A first start of this version on a known slot: what is there was synced already.
+        before.as_ref().map(|b| gained(b, &now, mapping)).unwrap_or_default()
+    };
+    let ids = store::queue(&mut tx, &jobs, false).await?;
+    sqlx::query(
+        "INSERT INTO sync_checkpoint (name, value) VALUES ($1, $2)
+         ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+    )
+    .bind(SHAPE)
+    .bind(json!(now))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    for j in &jobs {
+        tracing::info!(table = %j.table, columns = ?j.columns, reason = j.reason.as_str(), "queued a backfill");
+    }
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_table_goes_whole_and_new_columns_alone() {
+        let mapping = Mapping::default_mapping().expect("mapping");
+        let now = shape(&mapping);
+        assert!(gained(&now, &now, &mapping).is_empty(), "same shape: nothing");
+
+        let mut before = now.clone();
+        before.remove("habit_usage");
+        before.get_mut("personal_goals").expect("goals").retain(|c| c != "description");
+        before.get_mut("programs").expect("programs").retain(|c| c != "percent_complete");
+        let jobs = gained(&before, &now, &mapping);
+        let by_table: BTreeMap<&str, Option<Vec<String>>> =
+            jobs.iter().map(|j| (j.table.as_str(), j.columns.clone())).collect();
+        assert_eq!(by_table.len(), 3, "{by_table:?}");
+        assert_eq!(by_table["habit_usage"], None);
+        assert_eq!(by_table["personal_goals"], Some(vec!["description".to_owned()]));
+        assert_eq!(by_table["programs"], None, "a derived field goes with whole rows");
+    }
+}
