@@ -133,4 +133,3 @@ pub async fn discard(pool: &PgPool, id: i64) -> Result<(), DlqError> {
     }
     Ok(())
 }
-

@@ -8,7 +8,9 @@ pub mod inbound;
 pub mod pg;
 
 pub use bin::cargo_bin;
-pub use pg::{empty_db, shared_cluster, test_db, Cluster, ClusterOptions, TestDb, TEST_ROLES};
+pub use pg::{
+    empty_db, migrated_db_on, shared_cluster, test_db, Cluster, ClusterOptions, TestDb, TEST_ROLES,
+};
 
 /// The value of one series (`name{labels}` exactly as exported) in Prometheus text; 0 when
 /// absent.

@@ -319,4 +319,4 @@ fn unprivileged_user_if_root() -> io::Result<Option<(u32, u32)>> {
 
 #[path = "shared.rs"]
 mod shared;
-pub use shared::{empty_db, shared_cluster, test_db, TestDb, TEST_ROLES};
+pub use shared::{empty_db, migrated_db_on, shared_cluster, test_db, TestDb, TEST_ROLES};

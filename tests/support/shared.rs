@@ -103,6 +103,16 @@ pub async fn test_db() -> TestDb {
     create_db(cluster, Some(TEMPLATE)).await
 }
 
+/// A fresh migrated database on a cluster of the test's own (one started with settings the
+/// shared cluster must not have); the cluster lives as long as the process.
+pub async fn migrated_db_on(cluster: &'static Cluster) -> TestDb {
+    let db = create_db(cluster, None).await;
+    if let Err(e) = schema::postgres::migrate::run(&db.pool).await {
+        panic!("cannot migrate the test database: {e}");
+    }
+    db
+}
+
 /// A fresh, empty database (no migrations), for tests of migrating itself.
 pub async fn empty_db() -> TestDb {
     create_db(shared_cluster(), None).await

@@ -1,5 +1,6 @@
 //! The daemon's outbound side end to end: Postgres -> stream -> Airtable (the emulator).
 
+mod backfill;
 mod daemon;
 mod hardening;
 mod inbound;

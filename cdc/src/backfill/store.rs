@@ -192,11 +192,10 @@ pub async fn count(pool: &PgPool, table: &str, predicate: Option<&str>) -> sqlx:
 /// Whether `predicate` is a boolean SQL expression over `table`'s columns: planned, never
 /// run, in a read-only transaction. The error is Postgres's, naming what is wrong.
 pub async fn check_predicate(pool: &PgPool, table: &str, predicate: &str) -> sqlx::Result<()> {
-    let sql = format!("EXPLAIN SELECT 1 FROM {} t WHERE {}", quote_ident(table), filter(Some(predicate)));
-    read_only(pool, |tx| {
-        Box::pin(async move { sqlx::query(&sql).fetch_all(tx).await.map(|_| ()) })
-    })
-    .await
+    let sql =
+        format!("EXPLAIN SELECT 1 FROM {} t WHERE {}", quote_ident(table), filter(Some(predicate)));
+    read_only(pool, |tx| Box::pin(async move { sqlx::query(&sql).fetch_all(tx).await.map(|_| ()) }))
+        .await
 }
 
 /// The next chunk of a table after `after`, in key order: (id, row as JSON).
@@ -240,9 +239,8 @@ fn filter(predicate: Option<&str>) -> String {
     predicate.map_or_else(|| "true".to_owned(), |p| format!("({p})"))
 }
 
-type Work<'c, T> = std::pin::Pin<
-    Box<dyn std::future::Future<Output = sqlx::Result<T>> + Send + 'c>,
->;
+type Work<'c, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = sqlx::Result<T>> + Send + 'c>>;
 
 /// Runs `f` in a read-only transaction (an operator's predicate can change nothing).
 async fn read_only<T>(

@@ -18,7 +18,12 @@ pub struct Request {
 
 /// Queues the jobs (a running daemon learns of them through the stream) and, unless
 /// detached, follows them until they are done.
-pub async fn request(pool: &PgPool, mapping: &Mapping, slot_name: &str, r: Request) -> anyhow::Result<()> {
+pub async fn request(
+    pool: &PgPool,
+    mapping: &Mapping,
+    slot_name: &str,
+    r: Request,
+) -> anyhow::Result<()> {
     let mut jobs = Vec::new();
     for table in &r.tables {
         let Some(t) = mapping.table(table).filter(|t| t.outbound().next().is_some()) else {
@@ -54,20 +59,21 @@ fn sending(mapping: &Mapping) -> Vec<&'static str> {
 }
 
 async fn daemon_running(pool: &PgPool, slot_name: &str) -> sqlx::Result<bool> {
-    sqlx::query_scalar("SELECT coalesce(bool_or(active), false) FROM pg_replication_slots WHERE slot_name = $1")
-        .bind(slot_name)
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar(
+        "SELECT coalesce(bool_or(active), false) FROM pg_replication_slots WHERE slot_name = $1",
+    )
+    .bind(slot_name)
+    .fetch_one(pool)
+    .await
 }
 
 /// Follows jobs until they are finished: progress bars on a terminal, JSON lines otherwise.
 async fn follow(pool: &PgPool, ids: &[JobId]) -> anyhow::Result<()> {
     let terminal = std::io::stderr().is_terminal();
     let bars = indicatif::MultiProgress::new();
-    let style = indicatif::ProgressStyle::with_template(
-        "{prefix:<28} [{bar:30}] {pos}/{len} {msg}",
-    )?
-    .progress_chars("=> ");
+    let style =
+        indicatif::ProgressStyle::with_template("{prefix:<28} [{bar:30}] {pos}/{len} {msg}")?
+            .progress_chars("=> ");
     let mut shown: Vec<(JobId, indicatif::ProgressBar)> = Vec::new();
     let mut last_line = String::new();
     loop {
@@ -103,7 +109,8 @@ async fn follow(pool: &PgPool, ids: &[JobId]) -> anyhow::Result<()> {
             }
         }
         if !terminal {
-            last_line = jobs.iter().map(|p| format!("{:?}{}", p.job.state, p.job.rows_done)).collect();
+            last_line =
+                jobs.iter().map(|p| format!("{:?}{}", p.job.state, p.job.rows_done)).collect();
         }
         if jobs.iter().all(|p| !p.job.state.is_open()) {
             for (_, b) in &shown {
@@ -160,10 +167,7 @@ pub async fn recover_slot(
         }
         Some(s) => {
             slot::drop(client, name).await?;
-            println!(
-                "dropped slot {name} (wal_status {})",
-                s.wal_status.as_deref().unwrap_or("-")
-            );
+            println!("dropped slot {name} (wal_status {})", s.wal_status.as_deref().unwrap_or("-"));
         }
         None => println!("slot {name} did not exist"),
     }

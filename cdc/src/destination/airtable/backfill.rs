@@ -194,7 +194,7 @@ impl AirtableDestination {
         let b = &self.backfill;
         if b.chunk.is_some()
             || !b.landed.is_empty()
-            || self.fence_until.is_some()
+            || self.fence_until.is_some_and(|until| Instant::now() < until)
             || self.pending.len() >= self.config.max_pending_rows / 2
             || (b.jobs.as_ref().is_some_and(VecDeque::is_empty) && !b.reload)
         {
@@ -233,7 +233,8 @@ impl AirtableDestination {
             let limit = self.chunk_rows();
             let token = Uuid::new_v4();
             jobs::emit(&pool, Watermark { chunk: token, mark: Mark::Low }).await?;
-            let rows = jobs::chunk(&pool, &table, predicate.as_deref(), after, limit as i64).await?;
+            let rows =
+                jobs::chunk(&pool, &table, predicate.as_deref(), after, limit as i64).await?;
             let Some(last_key) = rows.last().map(|(id, _)| *id) else {
                 // Nothing after the last key: the job is done (its stray low mark is ignored).
                 self.finish_job(id, ti, reconcile).await?;

@@ -60,9 +60,10 @@ impl AirtableDestination {
                 metrics::counter!("sync_coalesced_changes_total").increment(1);
                 Some(Pending::Delete { replays: replays.into_iter().chain(r2).collect(), since })
             }
-            (Some(Pending::Delete { mut replays, since }), Pending::Upsert { fields, replays: r2, .. })
-                if fields.is_empty() =>
-            {
+            (
+                Some(Pending::Delete { mut replays, since }),
+                Pending::Upsert { fields, replays: r2, .. },
+            ) if fields.is_empty() => {
                 // A re-read or new derived fields of a deleted row (e.g. the usage its delete
                 // cascaded to): the delete stands.
                 replays.extend(r2);

@@ -96,16 +96,10 @@ impl AirtableDestination {
                 .map(|(id, rec)| (*id, rec.clone()))
                 .collect();
             self.store.save_record_ids(t.table.name, &pairs).await?;
-            let since = Utc::now();
-            let absent: Vec<(Uuid, Pending)> = in_pg
-                .iter()
-                .filter(|id| !seen.contains_key(id))
-                .map(|id| (*id, Pending::reread(since, Vec::new())))
-                .collect();
+            let absent: Vec<Uuid> =
+                in_pg.iter().filter(|id| !seen.contains_key(id)).copied().collect();
             missing += absent.len() as u64;
-            if !absent.is_empty() {
-                self.upsert_rows(ti, absent).await?;
-            }
+            self.backfill_missing(ti, absent).await?;
         }
         metrics::counter!("sync_reconcile_fixed_total", "kind" => "orphan").increment(orphans);
         metrics::counter!("sync_reconcile_fixed_total", "kind" => "duplicate")
@@ -128,5 +122,41 @@ impl Fixed {
         self.orphans += o.orphans;
         self.duplicates += o.duplicates;
         self.missing += o.missing;
+    }
+}
+
+impl AirtableDestination {
+    /// Rows Airtable lacks go through the backfill (the one copy path): those an open
+    /// backfill of the whole table has yet to reach are left to it, the rest are queued as a
+    /// repair job of just those rows (the whole table past 1,000).
+    async fn backfill_missing(
+        &mut self,
+        ti: TableId,
+        mut ids: Vec<Uuid>,
+    ) -> Result<(), DestinationError> {
+        use crate::backfill::{store, NewJob, Reason};
+        let table = self.mapped(ti).table.name;
+        let covered = store::open(self.store.pool())
+            .await?
+            .into_iter()
+            .filter(|j| j.table == table && j.columns.is_none() && j.predicate.is_none())
+            .map(|j| j.last_key)
+            .min();
+        if let Some(after) = covered {
+            ids.retain(|id| after.is_some_and(|k| *id <= k));
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        ids.sort();
+        let predicate = (ids.len() <= 1000).then(|| {
+            let list: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+            format!("id = ANY('{{{}}}'::uuid[])", list.join(","))
+        });
+        let job = NewJob { predicate, ..NewJob::whole(table, Reason::Repair) };
+        store::request(self.store.pool(), &[job], false).await?;
+        self.backfill.reload = true;
+        tracing::info!(table, rows = ids.len(), "queued a repair backfill of rows Airtable lacks");
+        Ok(())
     }
 }
