@@ -170,8 +170,9 @@ async fn rows_that_exist_before_the_first_start_are_backfilled_exactly_under_con
     sync.stop().await;
 }
 
-/// `cdc run` as a process with no request budget, on `e`.
-fn daemon(db: &TestDb, e: &Emulator, slot: &str, port: u16) -> tokio::process::Child {
+/// `cdc run` as a process with no request budget, on `e`; stderr kept when `stderr`.
+fn daemon(db: &TestDb, e: &Emulator, slot: &str, stderr: bool) -> tokio::process::Child {
+    let port = free_port();
     let mut c = testkit::airtable::cdc_run(
         &cargo_bin("cdc"),
         &db.url(),
@@ -186,7 +187,7 @@ fn daemon(db: &TestDb, e: &Emulator, slot: &str, port: u16) -> tokio::process::C
         .env("SYNC_RECONCILE_DELAY_MS", "300")
         .env("SYNC_BACKFILL_CHUNK", "500")
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(if stderr { Stdio::piped() } else { Stdio::null() });
     tokio::process::Command::from(c).kill_on_drop(true).spawn().expect("spawn cdc")
 }
 
@@ -206,7 +207,7 @@ async fn kill_9_twice_mid_backfill_resumes_where_it_was_and_ends_exact() {
     let slot = slot_name();
     e.admin().reset_stats();
 
-    let mut child = daemon(&db, &e, &slot, free_port());
+    let mut child = daemon(&db, &e, &slot, false);
     for at in [3_000, 9_000] {
         wait_until(Duration::from_secs(120), "the backfill is under way", || async {
             rows_done(&db, "method_usage").await >= at
@@ -215,7 +216,7 @@ async fn kill_9_twice_mid_backfill_resumes_where_it_was_and_ends_exact() {
         child.start_kill().expect("kill -9");
         child.wait().await.expect("reaped");
         let saved = rows_done(&db, "method_usage").await;
-        child = daemon(&db, &e, &slot, free_port());
+        child = daemon(&db, &e, &slot, false);
         // It resumes at its saved key: what it had done is never counted (or sent) again.
         wait_until(Duration::from_secs(60), "the backfill moves on", || async {
             rows_done(&db, "method_usage").await > saved
@@ -456,11 +457,7 @@ async fn a_slot_lost_for_real_is_recovered_with_one_command_and_ends_exact() {
     .await;
 
     // The daemon refuses a lost slot, naming the one command that fixes it.
-    let port = free_port();
-    let run =
-        testkit::airtable::cdc_run(&cargo_bin("cdc"), &db.url(), &slot, &publication, port, &e)
-            .output()
-            .expect("cdc run");
+    let run = daemon(&db, &e, &slot, true).wait_with_output().await.expect("cdc run");
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success() && err.contains("cdc slot recover"), "{err}");
     let out = cdc(&db, &slot, &["slot", "recover"]).await;

@@ -225,9 +225,10 @@ pub async fn chunk(
 }
 
 /// Writes a watermark into the stream, committed on its own (so it takes its place in commit
-/// order before the next statement runs).
+/// order before the next statement runs). Its commit is flushed whatever the server's
+/// synchronous_commit: the stream sends only flushed WAL, and the chunk waits for it.
 pub async fn emit(pool: &PgPool, mark: Watermark) -> sqlx::Result<()> {
-    sqlx::query("SELECT pg_logical_emit_message(true, $1, $2)")
+    sqlx::query("SELECT set_config('synchronous_commit', 'on', true), pg_logical_emit_message(true, $1, $2)")
         .bind(Watermark::PREFIX)
         .bind(mark.to_content())
         .execute(pool)
