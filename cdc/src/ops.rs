@@ -34,6 +34,8 @@ pub fn register_metrics() {
         "inbound_payloads_fetched_total",
         "inbound_duplicate_deliveries_total",
         "inbound_webhooks_created_total",
+        "sync_backfill_chunks_total",
+        "sync_backfill_rows_superseded_total",
     ] {
         metrics::counter!(name).absolute(0);
     }
@@ -58,6 +60,7 @@ pub fn register_metrics() {
         "cdc_retained_wal_bytes",
         "cdc_destination_paused",
         "sync_dlq_pending",
+        "sync_backfill_jobs_open",
     ] {
         metrics::gauge!(gauge).set(0.0);
     }

@@ -94,15 +94,16 @@ async fn main() -> anyhow::Result<()> {
         airtable_sides(airtable.clone(), inbound_config, mapping.clone(), pool.clone()).await?;
     let fresh_slot = !slot_exists(&pool, &cdc_config.slot).await?;
     let daemon = Daemon::build(&cdc_config, &mapping, destination, Some(inbound)).await?;
-    // Rows Airtable has not seen (the demo data, or everything for a fresh emulator): send
-    // their current state.
-    if emulator.is_some() || fresh_slot {
-        for (_, t) in mapping.published_tables().iter().filter(|(_, t)| t != "sync_outbox") {
-            sqlx::query("INSERT INTO sync_outbox (kind, table_name) VALUES ('resync', $1)")
-                .bind(t)
-                .execute(&pool)
-                .await?;
-        }
+    // A fresh slot backfills what exists by itself; a known slot with a fresh emulator (its
+    // base is empty again) needs the same copy, requested.
+    if emulator.is_some() && !fresh_slot {
+        let jobs: Vec<_> = mapping
+            .tables
+            .iter()
+            .filter(|t| t.outbound().next().is_some())
+            .map(|t| cdc::backfill::NewJob::whole(t.table.name, cdc::backfill::Reason::Requested))
+            .collect();
+        cdc::backfill::store::request(&pool, &jobs, true).await?;
     }
 
     let ops = daemon.ops_addr();

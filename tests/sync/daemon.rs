@@ -97,6 +97,8 @@ async fn alert_metrics_exist_at_zero_and_a_revoked_token_makes_readyz_name_the_c
         "sync_dlq_added_total{direction=\"inbound\"} 0",
         "sync_reconcile_runs_total 0",
         "sync_reconcile_fixed_total{kind=\"orphan\"} 0",
+        "sync_backfill_chunks_total",
+        "sync_backfill_jobs_open",
         "cdc_destination_paused_total{cause=\"auth\"} 0",
         "cdc_destination_paused 0",
         "cdc_replication_lag_seconds",

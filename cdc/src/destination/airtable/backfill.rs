@@ -19,6 +19,9 @@ pub(super) struct Backfiller {
     landed: Vec<Landed>,
     /// A chunk landed: flush now, not at the end of the flush window.
     pub(super) flush_now: bool,
+    /// Pending rows that only a chunk wrote (no live change since): a flush sends them after
+    /// the live ones.
+    pub(super) landed_keys: HashSet<(TableId, Uuid)>,
 }
 
 /// The chunk between its watermarks.
@@ -54,6 +57,7 @@ impl Backfiller {
     pub(super) fn abandon(&mut self) {
         self.chunk = None;
         self.landed.clear();
+        self.landed_keys.clear();
         self.flush_now = false;
         self.reload = true;
     }
@@ -73,6 +77,7 @@ impl AirtableDestination {
     /// A stream change to a row of the open chunk's table, after its low watermark: the
     /// stream carries the newer state, so the chunk's copy is dropped.
     pub(super) fn supersede(&mut self, ti: TableId, id: Uuid) {
+        self.backfill.landed_keys.remove(&(ti, id));
         if let Some(c) = self.backfill.chunk.as_mut().filter(|c| c.table == ti && c.low_seen) {
             if c.rows.shift_remove(&id).is_some() {
                 metrics::counter!("sync_backfill_rows_superseded_total").increment(1);
@@ -127,6 +132,9 @@ impl AirtableDestination {
                 replays: Vec::new(),
                 since,
             };
+            if !self.pending.contains_key(&(c.table, id)) {
+                self.backfill.landed_keys.insert((c.table, id));
+            }
             self.pend((c.table, id), change);
         }
         self.first_pending.get_or_insert_with(Instant::now);

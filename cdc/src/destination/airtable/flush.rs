@@ -44,15 +44,23 @@ impl AirtableDestination {
             }
         }
         let pending = std::mem::take(&mut self.pending);
-        let mut upserts: Vec<Vec<(Uuid, Pending)>> = vec![Vec::new(); self.mapping.tables.len()];
-        let mut deletes: Vec<Vec<(Uuid, Pending)>> = vec![Vec::new(); self.mapping.tables.len()];
+        let backfilled = std::mem::take(&mut self.backfill.landed_keys);
+        let n = self.mapping.tables.len();
+        // Live changes go before rows only a backfill chunk brought.
+        let (mut live, mut copied, mut deletes): (Vec<Vec<_>>, Vec<Vec<_>>, Vec<Vec<_>>) =
+            (vec![Vec::new(); n], vec![Vec::new(); n], vec![Vec::new(); n]);
         for ((ti, id), p) in pending {
             match p {
-                Pending::Upsert { .. } => upserts[ti].push((id, p)),
+                Pending::Upsert { .. } if backfilled.contains(&(ti, id)) => {
+                    copied[ti].push((id, p))
+                }
+                Pending::Upsert { .. } => live[ti].push((id, p)),
                 Pending::Delete { .. } => deletes[ti].push((id, p)),
             }
         }
-        for (ti, rows) in self.mapping.table_ids().zip(upserts) {
+        for (ti, rows) in
+            self.mapping.table_ids().zip(live).chain(self.mapping.table_ids().zip(copied))
+        {
             if !rows.is_empty() {
                 self.upsert_rows(ti, rows).await?;
             }
