@@ -137,46 +137,52 @@ async fn errors_have_one_shape_and_every_response_a_request_id() {
 }
 
 #[tokio::test]
-async fn a_write_and_its_outbox_row_commit_together_or_roll_back_together() {
+async fn a_write_is_one_transaction_and_nothing_of_a_failed_one_stays() {
     let db = test_db().await;
     sqlx::raw_sql(DEMO).execute(&db.pool).await.expect("demo");
     user_with_password(&db.pool, "demo@example.com", "user").await;
     let base = serve(&db.url()).await;
     let (c, _) = Client::signed_in(&base, "demo@example.com").await;
-    let program = c.get("/api/programs").await.1[0]["id"].as_str().expect("id").to_owned();
     let count = |sql: &'static str| {
         let pool = db.pool.clone();
         async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.expect("count") }
     };
-    let usage0 = count("SELECT count(*) FROM method_usage").await;
-    let outbox0 = count("SELECT count(*) FROM sync_outbox").await;
-    let (s, _) = c.post("/api/method-usage", json!({ "method_id": "00000000-0000-4000-8000-000000000401", "program_id": program, "used_on": "2030-06-01" })).await;
+    const USAGE: &str = "SELECT count(*) FROM overtuiging_usage";
+    const POINTS: &str = "SELECT bonus_points::bigint FROM users WHERE email = 'demo@example.com'";
+    let (usage0, points0) = (count(USAGE).await, count(POINTS).await);
+    let today = chrono::Utc::now().date_naive();
+    // The usage row and the points it earns: two writes, one transaction.
+    let (s, _) = c
+        .post(
+            "/api/overtuiging-usage",
+            json!({ "overtuiging_id": "00000000-0000-4000-8000-000000000501", "date": today }),
+        )
+        .await;
     assert_eq!(s.as_u16(), 201);
-    assert_eq!(
-        (
-            count("SELECT count(*) FROM method_usage").await,
-            count("SELECT count(*) FROM sync_outbox").await
-        ),
-        (usage0 + 1, outbox0 + 1)
-    );
+    let (usage1, points1) = (count(USAGE).await, count(POINTS).await);
+    assert_eq!(usage1, usage0 + 1);
+    assert!(points1 > points0, "a new day earns points");
 
-    // Make the outbox refuse: the usage written before it in the transaction must vanish too.
+    // Make the points refuse: the usage written before them in the transaction must vanish too.
     sqlx::raw_sql(
-        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'outbox down'; END $$;
-         CREATE TRIGGER refuse BEFORE INSERT ON sync_outbox FOR EACH ROW EXECUTE FUNCTION refuse();",
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'points down'; END $$;
+         CREATE TRIGGER refuse BEFORE UPDATE OF bonus_points ON users FOR EACH ROW EXECUTE FUNCTION refuse();",
     )
     .execute(&db.pool)
     .await
     .expect("trigger");
-    let (s, body) = c.post("/api/method-usage", json!({ "method_id": "00000000-0000-4000-8000-000000000401", "program_id": program, "used_on": "2030-06-02" })).await;
+    let yesterday = today.pred_opt().expect("yesterday");
+    let (s, body) = c
+        .post(
+            "/api/overtuiging-usage",
+            json!({ "overtuiging_id": "00000000-0000-4000-8000-000000000501", "date": yesterday }),
+        )
+        .await;
     assert_eq!((s.as_u16(), code(&body)), (500, "internal"));
-    assert!(!body.to_string().contains("outbox down"), "no database text leaks: {body}");
+    assert!(!body.to_string().contains("points down"), "no database text leaks: {body}");
     assert_eq!(
-        (
-            count("SELECT count(*) FROM method_usage").await,
-            count("SELECT count(*) FROM sync_outbox").await
-        ),
-        (usage0 + 1, outbox0 + 1),
+        (count(USAGE).await, count(POINTS).await),
+        (usage1, points1),
         "nothing of the failed request stays"
     );
 }
