@@ -74,23 +74,7 @@ async fn live_change(e: &Emulator, pool: &sqlx::PgPool, name: &str) -> Duration 
 
 /// A user created in Airtable: how long until Postgres has it.
 async fn new_user(e: &Emulator, pool: &sqlx::PgPool, n: usize) -> Duration {
-    let email = format!("backfill{n}@example.com");
-    let started = Instant::now();
-    e.admin()
-        .create_records(BASE, "Users", vec![json!({ "Email": email, "Name": "b", "Role": "user", "Status": "active", "Language": "nl" })])
-        .expect("create");
-    loop {
-        let found: Option<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
-            .bind(&email)
-            .fetch_optional(pool)
-            .await
-            .expect("lookup");
-        if found.is_some() {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < Duration::from_secs(120), "{email} never arrived");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    benches::provision_user(e, pool, &format!("backfill{n}@example.com"), "b").await
 }
 
 fn ms(d: Duration) -> String {
@@ -210,12 +194,7 @@ async fn main() {
 
     // The binary backfilling 200k rows with no limits: its own peak RSS.
     {
-        let built = Command::new(env!("CARGO"))
-            .args(["build", "--release", "-p", "cdc", "--bin", "cdc"])
-            .status()
-            .expect("cargo build");
-        assert!(built.success());
-        let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/cdc");
+        let bin = benches::release_cdc();
         let (_cluster, url, pool, e) = database("backfill_rss", 200_000).await;
         e.admin().set_limits(RateLimits::off());
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -235,15 +214,7 @@ async fn main() {
         let mut peak_kb = 0u64;
         // Wait for the jobs to exist, then to finish.
         loop {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            if let Some(kb) = status
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-            {
-                peak_kb = peak_kb.max(kb);
-            }
+            peak_kb = peak_kb.max(benches::peak_rss_kb(pid));
             let done: i64 = sqlx::query_scalar("SELECT count(*) FROM sync_backfill WHERE state = 'done' AND table_name = 'habit_usage'")
                 .fetch_one(&pool)
                 .await

@@ -8,7 +8,6 @@
 
 use airtable_emulator::{Emulator, RateLimits};
 use benches::{cluster_with_database, percentile, print_table};
-use serde_json::json;
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -29,25 +28,9 @@ const USERS: usize = 60;
 const POLLED_USERS: usize = 10;
 const USERS_POLL: Duration = Duration::from_secs(5);
 
-/// Creates a user in Airtable as an admin would; returns how long until Postgres has it.
+/// A user created in Airtable as an admin would: how long until Postgres has it.
 async fn provision(e: &Emulator, pool: &sqlx::PgPool, n: usize, tag: &str) -> Duration {
-    let email = format!("{tag}{n}@example.com");
-    let started = Instant::now();
-    e.admin()
-        .create_records(BASE, "Users", vec![json!({ "Email": email, "Name": tag, "Role": "user", "Status": "active", "Language": "nl" })])
-        .expect("create");
-    loop {
-        let found: Option<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
-            .bind(&email)
-            .fetch_optional(pool)
-            .await
-            .expect("lookup");
-        if found.is_some() {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < Duration::from_secs(120), "{email} never arrived");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    benches::provision_user(e, pool, &format!("{tag}{n}@example.com"), tag).await
 }
 
 fn ms(d: Duration) -> String {

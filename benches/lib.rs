@@ -44,3 +44,49 @@ pub async fn cluster_with_database(
     let url = cluster.url(name);
     (cluster, url)
 }
+
+/// Peak resident set (VmHWM) of process `pid` in kB; 0 when it cannot be read.
+pub fn peak_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Builds the release `cdc` binary; returns its path.
+pub fn release_cdc() -> std::path::PathBuf {
+    let built = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--release", "-p", "cdc", "--bin", "cdc"])
+        .status()
+        .expect("cargo build");
+    assert!(built.success(), "the release build failed");
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/cdc")
+}
+
+/// Creates a user in Airtable as an admin would; returns how long until Postgres has it.
+pub async fn provision_user(
+    e: &airtable_emulator::Emulator,
+    pool: &sqlx::PgPool,
+    email: &str,
+    name: &str,
+) -> Duration {
+    let started = std::time::Instant::now();
+    e.admin()
+        .create_records(testkit::airtable::BASE, "Users", vec![serde_json::json!({ "Email": email, "Name": name, "Role": "user", "Status": "active", "Language": "nl" })])
+        .expect("create");
+    loop {
+        let found: Option<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+            .bind(email)
+            .fetch_optional(pool)
+            .await
+            .expect("lookup");
+        if found.is_some() {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "{email} never arrived");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -282,12 +282,7 @@ async fn main() {
 
     // 5. The cdc binary draining a 1M-row backlog: its own peak RSS.
     {
-        let built = Command::new(env!("CARGO"))
-            .args(["build", "--release", "-p", "cdc", "--bin", "cdc"])
-            .status()
-            .expect("cargo build");
-        assert!(built.success());
-        let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/cdc");
+        let bin = benches::release_cdc();
         let (url, pool, e, slot, publication) = env.fresh(RateLimits::off()).await;
         for chunk in 0..10 {
             insert_habits(&pool, 100_000, 100_000, chunk * 100_000).await;
@@ -309,15 +304,7 @@ async fn main() {
         let pid = child.id();
         let mut peak_kb = 0u64;
         while count_records(&e, "Habit usage").await < 1_000_000 {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            if let Some(kb) = status
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-            {
-                peak_kb = peak_kb.max(kb);
-            }
+            peak_kb = peak_kb.max(benches::peak_rss_kb(pid));
             assert!(
                 started.elapsed() < Duration::from_secs(1200),
                 "1M rows did not drain in 20 minutes"

@@ -29,6 +29,33 @@ where
     }
 }
 
+/// Waits for `check` to succeed, polling until `limit`; panics with `what` and the last
+/// mismatch it reported otherwise.
+pub async fn until_ok<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("{what} within {limit:?}; last difference:\n{last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// A free loopback port (for a process's listener).
+pub fn free_port() -> u16 {
+    match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+        Ok(a) => a.port(),
+        Err(e) => panic!("no free port: {e}"),
+    }
+}
+
 /// A unique slot name for one test (slots are cluster-wide).
 pub fn slot_name() -> String {
     format!("s_{}", &uuid::Uuid::new_v4().simple().to_string()[..12])

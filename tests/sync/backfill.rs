@@ -12,7 +12,7 @@ use testkit::{
         airtable_config, emulator, mapping, mirror_reference_data, schema_for, start_sync, BASE,
     },
     cargo_bin,
-    cdc::{slot_name, wait_until},
+    cdc::{free_port, slot_name, wait_until},
     test_db, TestDb,
 };
 use uuid::Uuid;
@@ -118,16 +118,10 @@ async fn progress_matches(e: &Emulator, db: &TestDb) -> Result<(), String> {
 }
 
 async fn progress_converges(e: &Emulator, db: &TestDb) {
-    let mut last = String::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
-        match progress_matches(e, db).await {
-            Ok(()) => return,
-            Err(p) => last = p,
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("progress did not converge: {last}");
+    testkit::cdc::until_ok(Duration::from_secs(30), "progress converges", || {
+        progress_matches(e, db)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -189,10 +183,6 @@ fn daemon(db: &TestDb, e: &Emulator, slot: &str, stderr: bool) -> tokio::process
         .stdout(Stdio::null())
         .stderr(if stderr { Stdio::piped() } else { Stdio::null() });
     tokio::process::Command::from(c).kill_on_drop(true).spawn().expect("spawn cdc")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 #[tokio::test]

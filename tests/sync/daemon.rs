@@ -8,17 +8,13 @@ use std::{process::Stdio, time::Duration};
 use testkit::{
     airtable::{emulator, mapping, schema_for, BASE, TOKEN},
     cargo_bin,
-    cdc::wait_until,
+    cdc::{free_port, wait_until},
     metrics_text, test_db, TestDb,
 };
 use tokio::process::{Child, Command};
 
 const USER: &str = "00000000-0000-4000-8000-000000000701";
 const HABIT: &str = "00000000-0000-4000-8000-000000000403";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
 
 /// `cdc run` against `e`, with the test's slot and publication.
 fn daemon(db: &TestDb, e: &Emulator, slot: &str, port: u16, token: &str, base: &str) -> Child {

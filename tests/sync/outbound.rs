@@ -55,16 +55,8 @@ pub(super) async fn synced(
 
 pub(super) async fn converge(e: &airtable_emulator::Emulator, db: &TestDb, limit: Duration) {
     let m = mapping();
-    let mut last = String::new();
-    let deadline = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < deadline {
-        match compare(e, &db.pool, &m).await {
-            Ok(()) => return,
-            Err(p) => last = p,
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("Airtable did not converge to Postgres within {limit:?}:\n{last}");
+    testkit::cdc::until_ok(limit, "Airtable converges to Postgres", || compare(e, &db.pool, &m))
+        .await;
 }
 
 #[tokio::test]
