@@ -216,8 +216,9 @@ impl AirtableDestination {
             let Some(job) = self.backfill.jobs.as_mut().and_then(|q| q.front_mut()) else {
                 return Ok(());
             };
-            let Some(ti) = self.mapping.table_id(&job.table) else {
-                tracing::warn!(job = %job.id, table = %job.table, "backfill of a table not mapped: closed");
+            let sends = |ti: TableId| self.mapping.tables[ti].outbound().next().is_some();
+            let Some(ti) = self.mapping.table_id(&job.table).filter(|ti| sends(*ti)) else {
+                tracing::warn!(job = %job.id, table = %job.table, "backfill of a table the sync does not send: closed");
                 let id = job.id;
                 jobs::finish(&pool, id).await?;
                 self.backfill.jobs.as_mut().map(VecDeque::pop_front);
