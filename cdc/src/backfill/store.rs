@@ -185,8 +185,10 @@ pub async fn cancel(pool: &PgPool, ids: Option<&[JobId]>) -> sqlx::Result<u64> {
 /// Rows a job covers.
 pub async fn count(pool: &PgPool, table: &str, predicate: Option<&str>) -> sqlx::Result<i64> {
     let sql = format!("SELECT count(*) FROM {} t WHERE {}", quote_ident(table), filter(predicate));
-    read_only(pool, |tx| Box::pin(async move { sqlx::query_scalar(&sql).fetch_one(tx).await }))
-        .await
+    let mut tx = read_only(pool).await?;
+    let n = sqlx::query_scalar(&sql).fetch_one(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(n)
 }
 
 /// Whether `predicate` is a boolean SQL expression over `table`'s columns: planned, never
@@ -194,8 +196,9 @@ pub async fn count(pool: &PgPool, table: &str, predicate: Option<&str>) -> sqlx:
 pub async fn check_predicate(pool: &PgPool, table: &str, predicate: &str) -> sqlx::Result<()> {
     let sql =
         format!("EXPLAIN SELECT 1 FROM {} t WHERE {}", quote_ident(table), filter(Some(predicate)));
-    read_only(pool, |tx| Box::pin(async move { sqlx::query(&sql).fetch_all(tx).await.map(|_| ()) }))
-        .await
+    let mut tx = read_only(pool).await?;
+    sqlx::query(&sql).fetch_all(&mut *tx).await?;
+    tx.commit().await
 }
 
 /// The next chunk of a table after `after`, in key order: (id, row as JSON).
@@ -211,10 +214,10 @@ pub async fn chunk(
         quote_ident(table),
         filter(predicate)
     );
-    let rows: Vec<(Uuid, Value)> = read_only(pool, |tx| {
-        Box::pin(async move { sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(tx).await })
-    })
-    .await?;
+    let mut tx = read_only(pool).await?;
+    let rows: Vec<(Uuid, Value)> =
+        sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(&mut *tx).await?;
+    tx.commit().await?;
     Ok(rows
         .into_iter()
         .filter_map(|(id, v)| match v {
@@ -240,17 +243,9 @@ fn filter(predicate: Option<&str>) -> String {
     predicate.map_or_else(|| "true".to_owned(), |p| format!("({p})"))
 }
 
-type Work<'c, T> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = sqlx::Result<T>> + Send + 'c>>;
-
-/// Runs `f` in a read-only transaction (an operator's predicate can change nothing).
-async fn read_only<T>(
-    pool: &PgPool,
-    f: impl for<'c> FnOnce(&'c mut sqlx::PgConnection) -> Work<'c, T>,
-) -> sqlx::Result<T> {
+/// A read-only transaction (an operator's predicate can change nothing in it).
+async fn read_only(pool: &PgPool) -> sqlx::Result<sqlx::Transaction<'static, Postgres>> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION READ ONLY").execute(&mut *tx).await?;
-    let out = f(&mut tx).await?;
-    tx.commit().await?;
-    Ok(out)
+    Ok(tx)
 }

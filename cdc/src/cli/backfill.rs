@@ -75,17 +75,12 @@ async fn follow(pool: &PgPool, ids: &[JobId]) -> anyhow::Result<()> {
         indicatif::ProgressStyle::with_template("{prefix:<28} [{bar:30}] {pos}/{len} {msg}")?
             .progress_chars("=> ");
     let mut shown: Vec<(JobId, indicatif::ProgressBar)> = Vec::new();
-    let mut last_line = String::new();
+    // Without a terminal: a line per job whenever its state or rows done moved.
+    let mut printed: std::collections::HashMap<JobId, (JobState, i64)> = Default::default();
     loop {
         let jobs: Vec<Progress> =
             store::by_ids(pool, ids).await?.into_iter().map(Progress::of).collect();
         for p in &jobs {
-            let line = serde_json::json!({
-                "job": p.job.id, "table": p.job.table, "state": p.job.state,
-                "rows_done": p.job.rows_done, "rows_total": p.job.rows_total,
-                "rate": p.rate.map(|r| (r * 10.0).round() / 10.0), "eta_seconds": p.eta_seconds.map(f64::round),
-            })
-            .to_string();
             if terminal {
                 let bar = match shown.iter().find(|(id, _)| *id == p.job.id) {
                     Some((_, b)) => b.clone(),
@@ -104,13 +99,16 @@ async fn follow(pool: &PgPool, ids: &[JobId]) -> anyhow::Result<()> {
                     crate::backfill::status::duration(p.eta_seconds),
                     p.job.state.as_str()
                 ));
-            } else if !last_line.contains(&line) {
+            } else if printed.insert(p.job.id, (p.job.state, p.job.rows_done))
+                != Some((p.job.state, p.job.rows_done))
+            {
+                let line = serde_json::json!({
+                    "job": p.job.id, "table": p.job.table, "state": p.job.state,
+                    "rows_done": p.job.rows_done, "rows_total": p.job.rows_total,
+                    "rate": p.rate.map(|r| (r * 10.0).round() / 10.0), "eta_seconds": p.eta_seconds.map(f64::round),
+                });
                 println!("{line}");
             }
-        }
-        if !terminal {
-            last_line =
-                jobs.iter().map(|p| format!("{:?}{}", p.job.state, p.job.rows_done)).collect();
         }
         if jobs.iter().all(|p| !p.job.state.is_open()) {
             for (_, b) in &shown {
