@@ -188,6 +188,37 @@ impl Admin {
         self.shared.token_revoked.store(revoked, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Replaces the token's scopes (e.g. grants `schema.bases:write`).
+    pub fn set_scopes(&self, scopes: &[&str]) {
+        *lock(&self.shared.scopes) = scopes.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Renames a table "in the UI"; its id stays.
+    pub fn rename_table(&self, base: &str, table: &str, name: &str) -> Result<(), ApiError> {
+        let mut world = lock(&self.shared.world);
+        let b = world.base_mut(base)?;
+        let ti = b.table_index(table, false)?;
+        b.patch_table(ti, &json!({ "name": name })).map(drop)
+    }
+
+    /// Renames a field "in the UI"; its id stays.
+    pub fn rename_field(
+        &self,
+        base: &str,
+        table: &str,
+        field: &str,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        let mut world = lock(&self.shared.world);
+        let b = world.base_mut(base)?;
+        let ti = b.table_index(table, false)?;
+        let fid = b.tables[ti]
+            .field(field)
+            .map(|f| f.id.clone())
+            .ok_or_else(|| ApiError::unknown_field(field))?;
+        b.patch_field(ti, &fid, &json!({ "name": name })).map(drop)
+    }
+
     pub fn lose_pings(&self, lose: bool) {
         self.shared.lose_pings.store(lose, std::sync::atomic::Ordering::SeqCst);
     }

@@ -9,6 +9,8 @@ use std::time::Duration;
 pub struct EmulatorConfig {
     /// The one token accepted as `Authorization: Bearer <token>`.
     pub token: String,
+    /// The token's scopes (whoami reports them; schema writes need `schema.bases:write`).
+    pub scopes: Vec<String>,
     /// Bases and tables from a schema file; `None` infers bases, tables and fields from use.
     pub schema: Option<SchemaFile>,
     pub limits: RateLimits,
@@ -35,10 +37,15 @@ pub struct EmulatorConfig {
     pub multiple_match_error: &'static str,
 }
 
+/// What a sync token is usually given: records and webhooks, the schema read-only.
+pub const DEFAULT_SCOPES: [&str; 4] =
+    ["data.records:read", "data.records:write", "schema.bases:read", "webhook:manage"];
+
 impl EmulatorConfig {
     pub fn new(token: impl Into<String>) -> Self {
         Self {
             token: token.into(),
+            scopes: DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect(),
             schema: None,
             limits: RateLimits::default(),
             faults: Faults::default(),

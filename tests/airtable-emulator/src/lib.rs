@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     pub lose_pings: std::sync::atomic::AtomicBool,
     /// The token was revoked: every request answers 401 until it is restored.
     pub token_revoked: std::sync::atomic::AtomicBool,
+    /// The token's scopes now (the admin may grant or take them).
+    pub scopes: Mutex<Vec<String>>,
 }
 
 /// Locks a mutex; a panic elsewhere while holding it does not take the emulator down.
@@ -95,6 +97,7 @@ impl Emulator {
             stats: Mutex::new(Stats::default()),
             pingers: Mutex::new(HashMap::new()),
             http: reqwest::Client::builder().timeout(config.ping_timeout).build()?,
+            scopes: Mutex::new(config.scopes.clone()),
             started: Instant::now(),
             config,
             lose_pings: std::sync::atomic::AtomicBool::new(false),
@@ -156,6 +159,10 @@ impl Drop for Emulator {
 pub use error::ApiError;
 
 impl Shared {
+    pub(crate) fn scopes(&self) -> Vec<String> {
+        lock(&self.scopes).clone()
+    }
+
     /// Runs one write transaction on a table and publishes its changes to the base's
     /// webhooks as coming from `source` (`publicApi` for the API, `client` for the UI).
     pub(crate) fn write<T>(

@@ -9,5 +9,6 @@ mod list;
 mod meta_admin;
 mod pyairtable;
 mod records;
+mod schema_writes;
 mod upsert;
 mod webhooks;

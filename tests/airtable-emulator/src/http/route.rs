@@ -11,6 +11,10 @@ pub enum Route {
     Whoami,
     Bases,
     Tables { base: String },
+    CreateTable { base: String },
+    PatchTable { base: String, table: String },
+    CreateField { base: String, table: String },
+    PatchField { base: String, table: String, field: String },
     ListHooks { base: String },
     CreateHook { base: String },
     DeleteHook { base: String, hook: String },
@@ -42,6 +46,16 @@ impl Route {
             ("GET", ["meta", "whoami"]) => Route::Whoami,
             ("GET", ["meta", "bases"]) => Route::Bases,
             ("GET", ["meta", "bases", base, "tables"]) => Route::Tables { base: b(base) },
+            ("POST", ["meta", "bases", base, "tables"]) => Route::CreateTable { base: b(base) },
+            ("PATCH", ["meta", "bases", base, "tables", table]) => {
+                Route::PatchTable { base: b(base), table: b(table) }
+            }
+            ("POST", ["meta", "bases", base, "tables", table, "fields"]) => {
+                Route::CreateField { base: b(base), table: b(table) }
+            }
+            ("PATCH", ["meta", "bases", base, "tables", table, "fields", field]) => {
+                Route::PatchField { base: b(base), table: b(table), field: b(field) }
+            }
             ("GET", ["bases", base, "webhooks"]) => Route::ListHooks { base: b(base) },
             ("POST", ["bases", base, "webhooks"]) => Route::CreateHook { base: b(base) },
             ("DELETE", ["bases", base, "webhooks", hook]) => {
@@ -96,6 +110,10 @@ impl Route {
         match self {
             Route::Whoami | Route::Bases | Route::NotFound => None,
             Route::Tables { base }
+            | Route::CreateTable { base }
+            | Route::PatchTable { base, .. }
+            | Route::CreateField { base, .. }
+            | Route::PatchField { base, .. }
             | Route::ListHooks { base }
             | Route::CreateHook { base }
             | Route::DeleteHook { base, .. }
@@ -116,6 +134,10 @@ impl Route {
     pub fn kind(&self) -> &'static str {
         match self {
             Route::Whoami | Route::Bases | Route::Tables { .. } => "meta",
+            Route::CreateTable { .. }
+            | Route::PatchTable { .. }
+            | Route::CreateField { .. }
+            | Route::PatchField { .. } => "schema_write",
             Route::ListHooks { .. } => "webhook_list",
             Route::CreateHook { .. } => "webhook_create",
             Route::DeleteHook { .. } => "webhook_delete",
@@ -150,9 +172,15 @@ impl Route {
 
     pub fn dispatch(&self, shared: &Arc<Shared>, req: &Request) -> Handled {
         match self {
-            Route::Whoami => meta::whoami(),
+            Route::Whoami => meta::whoami(shared),
             Route::Bases => meta::bases(shared),
             Route::Tables { base } => meta::tables(shared, base),
+            Route::CreateTable { base } => meta::create_table(shared, base, req),
+            Route::PatchTable { base, table } => meta::patch_table(shared, base, table, req),
+            Route::CreateField { base, table } => meta::create_field(shared, base, table, req),
+            Route::PatchField { base, table, field } => {
+                meta::patch_field(shared, base, table, field, req)
+            }
             Route::ListHooks { base } => webhooks::list(shared, base),
             Route::CreateHook { base } => webhooks::create(shared, base, req),
             Route::DeleteHook { base, hook } => webhooks::delete(shared, base, hook),

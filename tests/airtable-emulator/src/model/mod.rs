@@ -3,6 +3,7 @@
 
 pub mod field;
 mod list;
+mod schema;
 pub mod table;
 
 use crate::{clock::whole_seconds, config::SchemaFile, error::ApiError, ids, webhooks::Webhook};
