@@ -163,17 +163,26 @@ impl AirtableClient {
     }
 
     /// performUpsert (PATCH: fields not sent keep their values) of ≤ 10 records merged on
-    /// `merge_field`; returns each record's id, in request order.
+    /// `merge_field`; a record given with its Airtable id is updated by that id instead (an
+    /// imported record may lack its merge value until this write stamps it). Returns each
+    /// record's id, in request order.
     pub async fn upsert(
         &self,
         lane: Lane,
         table: &str,
         merge_field: &str,
-        records: &[Map<String, Value>],
+        records: &[(Option<&str>, &Map<String, Value>)],
     ) -> Result<Vec<String>, AirtableError> {
+        let records: Vec<Value> = records
+            .iter()
+            .map(|(id, f)| match id {
+                Some(id) => json!({ "id": id, "fields": f }),
+                None => json!({ "fields": f }),
+            })
+            .collect();
         let body = json!({
             "performUpsert": { "fieldsToMergeOn": [merge_field] },
-            "records": records.iter().map(|f| json!({ "fields": f })).collect::<Vec<_>>(),
+            "records": records,
             "typecast": false,
         });
         metrics::histogram!("airtable_records_per_request", "op" => "upsert")
@@ -265,36 +274,48 @@ impl AirtableClient {
         formula: Option<&str>,
         fields: &[String],
     ) -> Result<Vec<Value>, AirtableError> {
-        let path = format!("{}/listRecords", self.table_path(table));
         'restart: loop {
             let mut out = Vec::new();
             let mut offset: Option<String> = None;
             loop {
-                let mut body = json!({ "fields": fields, "pageSize": 100 });
-                if let Some(f) = formula {
-                    body["filterByFormula"] = json!(f);
-                }
-                if let Some(o) = &offset {
-                    body["offset"] = json!(o);
-                }
-                let resp =
-                    match self.send(lane, "list", Method::POST, &path, &[], Some(&body)).await {
-                        Err(AirtableError::Rejected { kind, .. })
-                            if kind == "LIST_RECORDS_ITERATOR_NOT_AVAILABLE" =>
-                        {
-                            continue 'restart
-                        }
+                let (records, next) =
+                    match self.list_page(lane, table, formula, fields, offset.as_deref()).await {
+                        Err(e) if e.is_expired_listing() => continue 'restart,
                         other => other?,
                     };
-                if let Some(records) = resp["records"].as_array() {
-                    out.extend(records.iter().cloned());
-                }
-                match resp["offset"].as_str() {
-                    Some(o) => offset = Some(o.to_owned()),
+                out.extend(records);
+                match next {
+                    Some(o) => offset = Some(o),
                     None => return Ok(out),
                 }
             }
         }
+    }
+
+    /// One page (≤ 100 records) of a listing, and the offset of the next page if any. An
+    /// expired offset fails with [`AirtableError::is_expired_listing`]: list again.
+    pub async fn list_page(
+        &self,
+        lane: Lane,
+        table: &str,
+        formula: Option<&str>,
+        fields: &[String],
+        offset: Option<&str>,
+    ) -> Result<(Vec<Value>, Option<String>), AirtableError> {
+        let path = format!("{}/listRecords", self.table_path(table));
+        let mut body = json!({ "fields": fields, "pageSize": 100 });
+        if let Some(f) = formula {
+            body["filterByFormula"] = json!(f);
+        }
+        if let Some(o) = offset {
+            body["offset"] = json!(o);
+        }
+        let mut resp = self.send(lane, "list", Method::POST, &path, &[], Some(&body)).await?;
+        let records = match resp["records"].take() {
+            Value::Array(a) => a,
+            _ => Vec::new(),
+        };
+        Ok((records, resp["offset"].as_str().map(str::to_owned)))
     }
 
     /// Records by id (≤ 50 per request: the formula stays short), only `fields`.

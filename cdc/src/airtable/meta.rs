@@ -26,6 +26,8 @@ pub struct FieldMeta {
     pub name: String,
     #[serde(rename = "type", default)]
     pub kind: String,
+    #[serde(default)]
+    pub options: Value,
 }
 
 impl BaseMeta {

@@ -42,6 +42,11 @@ impl AirtableError {
         matches!(self, AirtableError::Unauthorized { .. })
     }
 
+    /// A listing's offset expired (Airtable keeps it for a while): list again.
+    pub fn is_expired_listing(&self) -> bool {
+        matches!(self, AirtableError::Rejected { kind, .. } if kind == "LIST_RECORDS_ITERATOR_NOT_AVAILABLE")
+    }
+
     /// The record (or table) is not there: success for a delete.
     pub fn is_gone(&self) -> bool {
         matches!(self, AirtableError::Rejected { status: 404, .. })

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, NaiveDate};
 use schema::mapping::FieldKind;
-use schema::mapping::MappedTable;
+use schema::mapping::{MappedColumn, MappedTable};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -57,17 +57,19 @@ pub struct Columns<'a> {
     pub links: &'a HashMap<(String, String), Uuid>,
 }
 
-/// The Airtable-owned columns of `table` from `fields` (by Airtable field name). A complete
+/// The `columns` of `table` (the Airtable-owned ones, or all for an import) from `fields` (by
+/// Airtable field name). A complete
 /// record sets every column (absent = empty, as Airtable leaves empty cells out); a partial
 /// one only the fields present.
-pub fn row_values(
-    table: &MappedTable,
+pub fn row_values<'t>(
+    table: &'t MappedTable,
+    columns: impl Iterator<Item = &'t MappedColumn>,
     fields: &Map<String, Value>,
     complete: bool,
     cols: &Columns<'_>,
 ) -> Result<Map<String, Value>, ValueError> {
     let mut out = Map::new();
-    for c in table.inbound() {
+    for c in columns {
         let v = match fields.get(&c.field.field) {
             Some(v) => v,
             None if complete => &Value::Null,
@@ -182,7 +184,7 @@ mod tests {
         let shape =
             |_: &str, c: &str| if c.ends_with("_ids") { LinkShape::Many } else { LinkShape::One };
         let cols = Columns { integer: &integer, link_shape: &shape, links };
-        row_values(t, fields.as_object().expect("object"), complete, &cols)
+        row_values(t, t.inbound(), fields.as_object().expect("object"), complete, &cols)
     }
 
     #[test]

@@ -10,7 +10,12 @@ impl AirtableDestination {
             let t = self.mapped(ti);
             let batch_id = self.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let started = Instant::now();
-            let records: Vec<Map<String, Value>> = batch.iter().map(|o| o.fields.clone()).collect();
+            // Rows whose record is known are written by record id: an imported record has
+            // no merge value until this write stamps it, and merging would duplicate it.
+            let ids: Vec<Uuid> = batch.iter().map(|o| o.id).collect();
+            let known = self.store.record_ids(t.table.name, &ids).await?;
+            let records: Vec<(Option<&str>, &Map<String, Value>)> =
+                batch.iter().map(|o| (known.get(&o.id).map(String::as_str), &o.fields)).collect();
             match self
                 .client
                 .upsert(Lane::Bulk, &t.airtable, &self.mapping.merge_field, &records)
@@ -38,6 +43,12 @@ impl AirtableDestination {
                         "upserted batch"
                     );
                     Ok(())
+                }
+                Err(e) if e.is_gone() && batch.len() == 1 && known.contains_key(&batch[0].id) => {
+                    // Its record was deleted in Airtable: forget it and merge (recreates it).
+                    tracing::info!(table = t.table.name, id = %batch[0].id, error = %e, "record gone in Airtable; writing by merge field");
+                    self.store.forget_record_ids(t.table.name, &ids).await?;
+                    self.send_upserts(ti, batch).await
                 }
                 Err(e @ AirtableError::Rejected { .. }) if batch.len() > 1 => {
                     tracing::warn!(batch = batch_id, table = t.table.name, records = batch.len(), error = %e, "batch rejected; splitting to find the refused rows");

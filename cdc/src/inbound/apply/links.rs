@@ -32,7 +32,7 @@ impl Applier {
     pub(super) fn links_of(&self, upserts: &[Upsert]) -> HashSet<(String, String)> {
         let mut out = HashSet::new();
         for u in upserts {
-            for c in self.mapping.tables[u.table].inbound() {
+            for c in self.columns(&self.mapping.tables[u.table]) {
                 let (Some(target), Some(Value::Array(ids))) =
                     (&c.field.link, u.fields.get(&c.field.field))
                 else {

@@ -114,17 +114,51 @@ pub enum ApplyError {
     Origin(sqlx::Error),
 }
 
+/// Which columns an applier writes, and which rows it may create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The sync: Airtable-owned columns; new rows only where Airtable owns the rows.
+    Inbound,
+    /// The cutover import: every mapped column, any row (Airtable holds the history).
+    Import,
+}
+
 pub struct Applier {
     mapping: Arc<Mapping>,
     pool: PgPool,
     conn: Mutex<Option<PgConnection>>,
     catalog: Catalog,
+    scope: Scope,
 }
 
 impl Applier {
     pub async fn new(mapping: Arc<Mapping>, pool: PgPool) -> sqlx::Result<Self> {
+        Self::with_scope(mapping, pool, Scope::Inbound).await
+    }
+
+    pub async fn with_scope(
+        mapping: Arc<Mapping>,
+        pool: PgPool,
+        scope: Scope,
+    ) -> sqlx::Result<Self> {
         let catalog = Catalog::read(&pool, &mapping).await?;
-        Ok(Self { mapping, pool, conn: Mutex::new(None), catalog })
+        Ok(Self { mapping, pool, conn: Mutex::new(None), catalog, scope })
+    }
+
+    /// The columns of `t` this applier writes.
+    pub(super) fn columns<'t>(
+        &self,
+        t: &'t MappedTable,
+    ) -> Box<dyn Iterator<Item = &'t schema::mapping::MappedColumn> + 't> {
+        match self.scope {
+            Scope::Inbound => Box::new(t.inbound()),
+            Scope::Import => Box::new(t.columns.iter()),
+        }
+    }
+
+    /// Whether this applier may create a row of `t` for a record Postgres does not have.
+    fn creates_rows_of(&self, t: &MappedTable) -> bool {
+        self.scope == Scope::Import || t.table.rows_owned_by_airtable()
     }
 
     pub fn mapping(&self) -> &Arc<Mapping> {

@@ -36,7 +36,7 @@ impl Applier {
         let cols = Columns { integer: &integer, link_shape: &shape, links: &links };
         let mut applied_ids: Vec<&str> = Vec::new();
         for u in group {
-            let mut values = match row_values(t, &u.fields, u.complete, &cols) {
+            let mut values = match row_values(t, self.columns(t), &u.fields, u.complete, &cols) {
                 Ok(v) => v,
                 Err(e) => {
                     parked.push(parked_record(t, u, e));
@@ -192,7 +192,7 @@ impl Applier {
                 Written::Unchanged
             });
         }
-        if !t.table.rows_owned_by_airtable() {
+        if !self.creates_rows_of(t) {
             // Postgres decides which of these rows exist; Airtable only edits its fields.
             return Ok(Written::Ignored);
         }
@@ -229,5 +229,34 @@ pub(super) fn parked_record(t: &MappedTable, u: &Upsert, e: ValueError) -> Parke
         payload: json!({ "id": u.record_id, "fields": u.fields, "complete": u.complete }),
         code: e.code.to_owned(),
         message: e.message,
+    }
+}
+
+impl Applier {
+    /// What applying each record would write: its columns (this applier's scope) as
+    /// Postgres values, links resolved through `airtable_id_map`; or why it cannot apply.
+    /// Writes nothing (verify compares it with the rows).
+    pub async fn expected_values(
+        &self,
+        records: &[Upsert],
+    ) -> sqlx::Result<Vec<Result<Map<String, Value>, ValueError>>> {
+        let links = self.lookup_links(&self.pool, &self.links_of(records)).await?;
+        let integer =
+            |tb: &str, c: &str| self.catalog.integer.contains(&(tb.to_owned(), c.to_owned()));
+        let shape = |tb: &str, c: &str| {
+            if self.catalog.arrays.contains(&(tb.to_owned(), c.to_owned())) {
+                LinkShape::Many
+            } else {
+                LinkShape::One
+            }
+        };
+        let cols = Columns { integer: &integer, link_shape: &shape, links: &links };
+        Ok(records
+            .iter()
+            .map(|u| {
+                let t = &self.mapping.tables[u.table];
+                row_values(t, self.columns(t), &u.fields, u.complete, &cols)
+            })
+            .collect())
     }
 }
