@@ -1,6 +1,7 @@
 //! The daemon's outbound side end to end: Postgres -> stream -> Airtable (the emulator).
 
 mod backfill;
+mod cutover;
 mod daemon;
 mod hardening;
 mod inbound;

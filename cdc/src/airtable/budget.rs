@@ -56,6 +56,8 @@ struct State {
 #[derive(Debug)]
 pub struct Budget {
     state: Mutex<State>,
+    /// Requests sent through this budget (retries included): what a command cost.
+    sent: std::sync::atomic::AtomicU64,
 }
 
 impl Budget {
@@ -73,6 +75,7 @@ impl Budget {
                 fast_waiting: 0,
                 fast_reserve: 0,
             }),
+            sent: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -137,10 +140,18 @@ impl Budget {
                 }
             };
             match wait {
-                None => return,
+                None => {
+                    self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
                 Some(d) => tokio::time::sleep(d.max(Duration::from_millis(1))).await,
             }
         }
+    }
+
+    /// Requests sent so far.
+    pub fn requests(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Airtable answered 429: nothing more for `penalty`.

@@ -11,6 +11,7 @@ use crate::{
     telemetry::LogFormat,
 };
 mod backfill;
+mod cutover;
 mod migrate;
 
 use anyhow::{bail, Context};
@@ -92,6 +93,34 @@ pub enum Command {
         /// Queue and return; do not follow.
         #[arg(long)]
         detach: bool,
+    },
+    /// The Airtable base: `check [--apply]` compares it with the mapping (and creates what
+    /// is missing).
+    Airtable {
+        #[command(subcommand)]
+        action: cutover::AirtableAction,
+    },
+    /// Import every record of every mapped table from Airtable into Postgres (the cutover;
+    /// parents first, resumable, idempotent, reads only). Needs the slot to exist.
+    Import {
+        /// Only records changed in Airtable after this time (RFC 3339): the roll forward
+        /// after a rollback window.
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only these mapped tables.
+        #[arg(long = "table")]
+        tables: Vec<String>,
+    },
+    /// Compare Postgres with Airtable: counts, missing rows and records, duplicates, every
+    /// mapped field. Exit 0 only when they are equal.
+    Verify {
+        #[arg(long)]
+        table: Option<String>,
+        /// Compare the fields of this many random rows per table (counts stay exact).
+        #[arg(long)]
+        sample: Option<usize>,
+        #[arg(long)]
+        json: bool,
     },
     /// Re-send a table's current state, or one row's: `cdc backfill TABLE [--where id = ID]`.
     Resync {
@@ -255,6 +284,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq { action } => dlq_command(action).await,
+        Command::Airtable { action } => cutover::airtable(action).await,
+        Command::Import { since, tables } => cutover::import(since, tables).await,
+        Command::Verify { table, sample, json } => cutover::verify(table, sample, json).await,
         Command::Backfill { action, tables, predicate, detach } => {
             let config = CdcConfig::from_env()?;
             let pool = schema::postgres::connect(&config.postgres).await?;

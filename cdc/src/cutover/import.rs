@@ -17,6 +17,7 @@
 use super::{read_fields, Pages};
 use crate::{
     airtable::{client::formula_string, AirtableClient, AirtableError},
+    backfill::{self, NewJob, Reason},
     inbound::apply::{Applier, ApplyError, Batch, Scope, Upsert},
 };
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -146,6 +147,17 @@ impl Importer {
             self.save(&state).await?;
             out.push(summary);
         }
+        // Derived fields (program progress) are Postgres's to compute: their tables are
+        // re-sent once, so Airtable holds what the imported rows add up to (one write per
+        // 10 rows; a job already queued is not queued twice).
+        let derived: Vec<NewJob> = self
+            .mapping
+            .tables
+            .iter()
+            .filter(|t| !t.derived.is_empty() && out.iter().any(|s| s.imported > 0))
+            .map(|t| NewJob::whole(t.table.name, Reason::Repair))
+            .collect();
+        backfill::store::request(&self.pool, &derived, true).await?;
         state.finished = true;
         self.save(&state).await?;
         Ok(out)

@@ -1,5 +1,5 @@
-//! The cutover from an existing Airtable base, one operator workflow (runbook:
-//! `docs/cutover.md`):
+//! The cutover from an existing Airtable base, one operator workflow (the README's
+//! "Cutover" section):
 //! 1. [`check`]: is the base ready for the mapping (tables, fields, types, the merge field),
 //!    and with `--apply` create what is missing through the Meta API;
 //! 2. [`import`]: every record of every mapped table into Postgres, parents first, under the

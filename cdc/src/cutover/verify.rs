@@ -254,9 +254,21 @@ impl Verifier {
             .iter()
             .map(|e| Value::Object(e.as_ref().cloned().unwrap_or_default()))
             .collect();
+        // Both sides as Postgres types; an empty cell means the column's default.
+        let built: Vec<String> = t
+            .columns
+            .iter()
+            .map(|c| {
+                let key = c.column.replace('\'', "''");
+                format!("'{key}', {}", self.applier.value_expression(t.table.name, &c.column, "r"))
+            })
+            .collect();
         let cast: Vec<(Uuid, Value, Value)> = sqlx::query_as(&format!(
-            "SELECT e.id, to_jsonb(t), to_jsonb(jsonb_populate_record(NULL::{name}, e.v))
-               FROM unnest($1::uuid[], $2::jsonb[]) AS e(id, v) JOIN {name} t ON t.id = e.id"
+            "SELECT e.id, to_jsonb(t), jsonb_build_object({})
+               FROM unnest($1::uuid[], $2::jsonb[]) AS e(id, v)
+               CROSS JOIN LATERAL jsonb_populate_record(NULL::{name}, e.v) AS r
+               JOIN {name} t ON t.id = e.id",
+            built.join(", ")
         ))
         .bind(&ids)
         .bind(&values)

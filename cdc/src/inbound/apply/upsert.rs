@@ -233,6 +233,16 @@ pub(super) fn parked_record(t: &MappedTable, u: &Upsert, e: ValueError) -> Parke
 }
 
 impl Applier {
+    /// SQL for what column `column` of `table` becomes when a record sets it from record
+    /// `r` (a `jsonb_populate_record` alias): an empty cell takes the column's default.
+    pub fn value_expression(&self, table: &str, column: &str, r: &str) -> String {
+        let q = quote_ident(column);
+        match self.catalog.defaults.get(&(table.to_owned(), column.to_owned())) {
+            Some(d) => format!("COALESCE({r}.{q}, {d})"),
+            None => format!("{r}.{q}"),
+        }
+    }
+
     /// What applying each record would write: its columns (this applier's scope) as
     /// Postgres values, links resolved through `airtable_id_map`; or why it cannot apply.
     /// Writes nothing (verify compares it with the rows).

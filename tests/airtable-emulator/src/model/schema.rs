@@ -49,7 +49,7 @@ fn parse_field(def: &Value) -> Result<(String, String, Value), ApiError> {
         }
         "number" => {
             let o = need(&["precision"])?;
-            if !o["precision"].as_u64().is_some_and(|p| p <= 8) {
+            if o["precision"].as_u64().is_none_or(|p| p > 8) {
                 return Err(bad("precision must be 0 to 8"));
             }
             o

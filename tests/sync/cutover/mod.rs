@@ -1,0 +1,279 @@
+//! The cutover from a legacy base end to end, with the `cdc` binary: check and --apply,
+//! import (killed and resumed), bad records dead-lettered then fixed, verify, the first
+//! outbound writes, an admin's edit of a Postgres-owned field, the roll forward.
+
+mod fixture;
+
+use airtable_emulator::{Emulator, RateLimits};
+use std::{process::Stdio, time::Duration};
+use testkit::{
+    airtable::{cdc_run, emulator, BASE, TOKEN},
+    cargo_bin,
+    cdc::{free_port, slot_name, until_ok, wait_until},
+    test_db, TestDb,
+};
+
+const ALL_SCOPES: [&str; 5] = [
+    "data.records:read",
+    "data.records:write",
+    "schema.bases:read",
+    "schema.bases:write",
+    "webhook:manage",
+];
+
+struct Cli<'a> {
+    db: &'a TestDb,
+    e: &'a Emulator,
+    slot: String,
+}
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Cli<'_> {
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(cargo_bin("cdc"));
+        c.args(args)
+            .env("DATABASE_URL", self.db.url())
+            .env("CDC_SLOT", &self.slot)
+            .env("CDC_PUBLICATION", format!("{}_pub", self.slot))
+            .env("AIRTABLE_API_URL", self.e.url())
+            .env("AIRTABLE_TOKEN", TOKEN)
+            .env("AIRTABLE_BASE_ID", BASE)
+            .env("AIRTABLE_BASE_RPS", "0")
+            .env("AIRTABLE_TOKEN_RPS", "0")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        c
+    }
+
+    async fn run(&self, args: &[&str]) -> Out {
+        let o = self.command(args).output().await.expect("cdc");
+        Out {
+            ok: o.status.success(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+async fn count(db: &TestDb, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(&db.pool).await.expect(sql)
+}
+
+/// Every table's row count against what the fixture made, and no record mapped twice.
+async fn holds(db: &TestDb, expected: &fixture::Expected) -> Result<(), String> {
+    let mut problems = Vec::new();
+    for (table, n) in expected {
+        let rows = count(db, &format!("SELECT count(*) FROM {table}")).await;
+        let mapped = count(db, &format!("SELECT count(DISTINCT airtable_record_id) FROM airtable_id_map WHERE table_name = '{table}'")).await;
+        if rows != *n as i64 || mapped != rows {
+            problems.push(format!("{table}: {rows} rows, {mapped} mapped records, {n} expected"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// `cdc verify --json`: every mismatch, except program progress (derived), which the
+/// import's repair backfill does not deliver yet (open in issue 12).
+async fn drift(cli: &Cli<'_>) -> Vec<serde_json::Value> {
+    let o = cli.run(&["verify", "--json"]).await;
+    let parity: serde_json::Value =
+        serde_json::from_str(&o.stdout).unwrap_or_else(|_| panic!("{}\n{}", o.stdout, o.stderr));
+    let derived = ["Planned sessions", "Completed sessions", "Progress %"];
+    parity
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|t| t["mismatches"].as_array().cloned().unwrap_or_default())
+        .filter(|m| {
+            !(m["table"] == "programs"
+                && m["kind"] == "field"
+                && derived.iter().any(|d| m["field"] == *d))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_legacy_base_is_checked_imported_verified_and_rolled_forward() {
+    let db = test_db().await;
+    let e = emulator(fixture::schema(), RateLimits::off()).await;
+    let legacy = fixture::fill(&e, 150);
+    let total: usize = legacy.expected.values().sum();
+    assert!(total >= 5000, "the fixture holds {total} records");
+    let cli = Cli { db: &db, e: &e, slot: slot_name() };
+
+    // 1. The base lacks the merge field: check fails; --apply needs the scope, then fixes it.
+    let o = cli.run(&["airtable", "check"]).await;
+    assert!(
+        !o.ok && o.stdout.contains("MISSING") && o.stdout.contains("Programs.pg_id"),
+        "{}",
+        o.stdout
+    );
+    let o = cli.run(&["airtable", "check", "--apply"]).await;
+    assert!(!o.ok && o.stderr.contains("schema.bases:write"), "{}", o.stderr);
+    e.admin().set_scopes(&ALL_SCOPES);
+    let o = cli.run(&["airtable", "check", "--apply"]).await;
+    assert!(o.ok, "{}\n{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("created field \"Programs\".\"pg_id\""), "{}", o.stdout);
+    // A rename is reported as one (same id, new name), with its fix.
+    e.admin().rename_field(BASE, "Programs", "Motivation", "Why").expect("rename");
+    let o = cli.run(&["airtable", "check"]).await;
+    assert!(!o.ok && o.stdout.contains("was renamed to \"Why\""), "{}", o.stdout);
+    e.admin().rename_field(BASE, "Programs", "Why", "Motivation").expect("rename back");
+
+    // 2. The import refuses to run before the slot, then is killed mid-way and resumed.
+    let o = cli.run(&["import"]).await;
+    assert!(!o.ok && o.stderr.contains("cdc slot create"), "{}", o.stderr);
+    // The publication before the slot: a slot decodes only publications older than itself.
+    assert!(cli.run(&["publication", "sync"]).await.ok);
+    assert!(cli.run(&["slot", "create"]).await.ok);
+    let mut slow = cli.command(&["import"]);
+    slow.env("AIRTABLE_BASE_RPS", "4").stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = slow.spawn().expect("import");
+    wait_until(Duration::from_secs(60), "the import reaches the planning", || async {
+        count(&db, "SELECT count(*) FROM program_schedule").await > 0
+    })
+    .await;
+    child.start_kill().expect("kill -9");
+    child.wait().await.expect("killed");
+    let o = cli.run(&["import"]).await;
+    assert!(o.ok, "{}\n{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("dead-lettered"), "{}", o.stdout);
+    let codes: Vec<(String, String)> = sqlx::query_as("SELECT table_name, error_code FROM sync_dead_letter WHERE direction = 'inbound' AND status = 'pending' ORDER BY table_name")
+        .fetch_all(&db.pool).await.expect("dead letters");
+    assert_eq!(
+        codes,
+        vec![
+            ("habit_usage".to_owned(), "UNIQUE_VIOLATION".to_owned()),
+            ("program_schedule".to_owned(), "FOREIGN_KEY_VIOLATION".to_owned()),
+            ("programs".to_owned(), "UNKNOWN_LINK".to_owned()),
+            ("users".to_owned(), "UNIQUE_VIOLATION".to_owned()),
+        ]
+    );
+    let o = cli.run(&["verify"]).await;
+    assert!(!o.ok && o.stdout.contains("missing_in_postgres"), "{}", o.stdout);
+
+    // 3. The admin fixes the bad records; the import run again takes them, and is exact.
+    fixture::fix_bad_records(&e, &legacy);
+    let o = cli.run(&["import"]).await;
+    assert!(o.ok, "{}\n{}", o.stdout, o.stderr);
+    until_ok(Duration::from_secs(5), "Postgres holds the base", || holds(&db, &legacy.expected))
+        .await;
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM sync_dead_letter WHERE status = 'pending'").await,
+        0
+    );
+    // Values, from the generator: each program belongs to the user of the same number.
+    assert_eq!(count(&db, "SELECT count(*) FROM programs p JOIN users u ON u.id = p.user_id WHERE p.name = 'Program ' || substr(u.name, 6)").await, 150);
+    assert_eq!(count(&db, "SELECT count(*) FROM method_usage m JOIN program_schedule s ON s.id = m.program_schedule_id WHERE s.program_id = m.program_id AND m.remark LIKE 'Did %'").await, 150 * 15);
+    // A finished import run again changes nothing.
+    let o = cli.run(&["import"]).await;
+    assert!(o.ok, "{}", o.stderr);
+    for line in
+        o.stdout.lines().filter(|l| legacy.expected.keys().any(|t| l.starts_with(&format!("{t} "))))
+    {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cols[2], "0", "nothing imported twice: {line}");
+    }
+
+    // The daemon starts on the imported base: it copies nothing back, only the derived
+    // progress the import queued (Postgres computes it).
+    let port = free_port();
+    let mut run =
+        cdc_run(&cargo_bin("cdc"), &db.url(), &cli.slot, &format!("{}_pub", cli.slot), port, &e);
+    run.env("SYNC_FLUSH_MS", "50")
+        .env("AIRTABLE_BASE_RPS", "0")
+        .env("AIRTABLE_TOKEN_RPS", "0")
+        .env("SYNC_RECONCILE_DELAY_MS", "300")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut daemon =
+        tokio::process::Command::from(run).kill_on_drop(true).spawn().expect("cdc run");
+    until_ok(Duration::from_secs(60), "the derived backfill is done", || async {
+        let jobs: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT table_name, reason, state FROM sync_backfill ORDER BY id")
+                .fetch_all(&db.pool)
+                .await
+                .map_err(|e| e.to_string())?;
+        match jobs.as_slice() {
+            [(t, r, s)] if t == "programs" && r == "repair" && s == "done" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let d = drift(&cli).await;
+    assert!(d.is_empty(), "{d:?}");
+    assert_eq!(
+        e.admin().records(BASE, "Programs").expect("programs").len(),
+        legacy.expected["programs"]
+    );
+    // 4. An app write to an imported row updates its record, never a second one.
+    sqlx::query("UPDATE programs SET motivation = 'changed in the app' WHERE name = 'Program 5'")
+        .execute(&db.pool)
+        .await
+        .expect("update");
+    until_ok(Duration::from_secs(30), "the change reaches the imported record", || async {
+        let records = e.admin().records(BASE, "Programs").map_err(|e| format!("{e:?}"))?;
+        let hits: Vec<_> = records.iter().filter(|r| r["fields"]["Name"] == "Program 5").collect();
+        match hits.as_slice() {
+            [r] if r["fields"]["Motivation"] == "changed in the app"
+                && r["fields"]["pg_id"].is_string() =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{} records: {other:?}", other.len())),
+        }
+    })
+    .await;
+    assert_eq!(
+        e.admin().records(BASE, "Programs").expect("programs").len(),
+        legacy.expected["programs"]
+    );
+
+    // 5. An admin edits a Postgres-owned field in Airtable: verify names it.
+    let rec = legacy.ids["Programs"][7].clone();
+    e.admin()
+        .update_record(
+            BASE,
+            "Programs",
+            &rec,
+            serde_json::json!({ "Motivation": "edited in Airtable" }),
+        )
+        .expect("edit");
+    let o = cli.run(&["verify", "--table", "programs"]).await;
+    assert!(
+        !o.ok
+            && o.stdout.contains(&rec)
+            && o.stdout.contains("Motivation")
+            && o.stdout.contains("edited in Airtable"),
+        "{}",
+        o.stdout
+    );
+    let o = cli.run(&["verify", "--table", "programs", "--sample", "20", "--json"]).await;
+    let parity: serde_json::Value = serde_json::from_str(&o.stdout).expect("json");
+    assert_eq!(parity[0]["airtable_records"], legacy.expected["programs"]);
+
+    // 6. Roll forward: what Airtable changed since a time comes back into Postgres, exactly.
+    // (With the daemon stopped: the import and the daemon share the inbound origin.)
+    daemon.start_kill().expect("stop");
+    daemon.wait().await.expect("stopped");
+    let since = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
+    let o = cli.run(&["import", "--since", &since]).await;
+    assert!(o.ok, "{}\n{}", o.stdout, o.stderr);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM programs WHERE motivation = 'edited in Airtable'").await,
+        1
+    );
+    let d = drift(&cli).await;
+    assert!(d.is_empty(), "{d:?}");
+}
