@@ -58,9 +58,8 @@ pub struct Columns<'a> {
 }
 
 /// The `columns` of `table` (the Airtable-owned ones, or all for an import) from `fields` (by
-/// Airtable field name). A complete
-/// record sets every column (absent = empty, as Airtable leaves empty cells out); a partial
-/// one only the fields present.
+/// Airtable field name). A complete record sets every column (absent = empty, as Airtable
+/// leaves empty cells out); a partial one only the fields present.
 pub fn row_values<'t>(
     table: &'t MappedTable,
     columns: impl Iterator<Item = &'t MappedColumn>,

@@ -24,19 +24,9 @@ impl Applier {
         .await?
         .into_iter()
         .collect();
-        let integer =
-            |tb: &str, c: &str| self.catalog.integer.contains(&(tb.to_owned(), c.to_owned()));
-        let shape = |tb: &str, c: &str| {
-            if self.catalog.arrays.contains(&(tb.to_owned(), c.to_owned())) {
-                LinkShape::Many
-            } else {
-                LinkShape::One
-            }
-        };
-        let cols = Columns { integer: &integer, link_shape: &shape, links: &links };
         let mut applied_ids: Vec<&str> = Vec::new();
         for u in group {
-            let mut values = match row_values(t, self.columns(t), &u.fields, u.complete, &cols) {
+            let mut values = match self.values_of(u, &links) {
                 Ok(v) => v,
                 Err(e) => {
                     parked.push(parked_record(t, u, e));
@@ -251,6 +241,15 @@ impl Applier {
         records: &[Upsert],
     ) -> sqlx::Result<Vec<Result<Map<String, Value>, ValueError>>> {
         let links = self.lookup_links(&self.pool, &self.links_of(records)).await?;
+        Ok(records.iter().map(|u| self.values_of(u, &links)).collect())
+    }
+
+    /// A record's columns (this applier's scope) as Postgres values, with `links` resolved.
+    fn values_of(
+        &self,
+        u: &Upsert,
+        links: &HashMap<(String, String), Uuid>,
+    ) -> Result<Map<String, Value>, ValueError> {
         let integer =
             |tb: &str, c: &str| self.catalog.integer.contains(&(tb.to_owned(), c.to_owned()));
         let shape = |tb: &str, c: &str| {
@@ -260,13 +259,8 @@ impl Applier {
                 LinkShape::One
             }
         };
-        let cols = Columns { integer: &integer, link_shape: &shape, links: &links };
-        Ok(records
-            .iter()
-            .map(|u| {
-                let t = &self.mapping.tables[u.table];
-                row_values(t, self.columns(t), &u.fields, u.complete, &cols)
-            })
-            .collect())
+        let cols = Columns { integer: &integer, link_shape: &shape, links };
+        let t = &self.mapping.tables[u.table];
+        row_values(t, self.columns(t), &u.fields, u.complete, &cols)
     }
 }
