@@ -39,7 +39,8 @@ async fn ready(db: &TestDb, r: &Receiving) {
     if std::env::var("TEST_LOG").is_ok() {
         let _ = tracing_subscriber::fmt().with_env_filter("info").try_init();
     }
-    wait_until(LIMIT, "the backfill is done", || async {
+    // The first inbound pass reads every table; under a loaded parallel suite it takes longer.
+    wait_until(LIMIT * 3, "the backfill is done", || async {
         let n: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM sync_checkpoint WHERE name LIKE 'inbound.poll.%'",
         )
