@@ -10,7 +10,7 @@ use testkit::{
     airtable::{cdc_run, emulator, BASE, TOKEN},
     cargo_bin,
     cdc::{free_port, slot_name, until_ok, wait_until},
-    test_db, TestDb,
+    TestDb,
 };
 
 const ALL_SCOPES: [&str; 5] = [
@@ -105,7 +105,11 @@ async fn drift(cli: &Cli<'_>) -> Vec<serde_json::Value> {
 
 #[tokio::test]
 async fn a_legacy_base_is_checked_imported_verified_and_rolled_forward() {
-    let db = test_db().await;
+    // Its own cluster: replication origins are cluster-wide, and the import and its daemon
+    // hold the inbound origin, which the other tests' daemons on the shared cluster use too.
+    let cluster: &'static testkit::Cluster =
+        Box::leak(Box::new(testkit::Cluster::start(Default::default()).expect("cluster")));
+    let db = testkit::migrated_db_on(cluster).await;
     let e = emulator(fixture::schema(), RateLimits::off()).await;
     let legacy = fixture::fill(&e, 150);
     let total: usize = legacy.expected.values().sum();
