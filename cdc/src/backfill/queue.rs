@@ -83,14 +83,7 @@ pub async fn at_start(
         before.as_ref().map(|b| gained(b, &now, mapping)).unwrap_or_default()
     };
     let ids = store::queue(&mut tx, &jobs, false).await?;
-    sqlx::query(
-        "INSERT INTO sync_checkpoint (name, value) VALUES ($1, $2)
-         ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-    )
-    .bind(SHAPE)
-    .bind(json!(now))
-    .execute(&mut *tx)
-    .await?;
+    crate::postgres::checkpoint::write(&mut *tx, SHAPE, &json!(now)).await?;
     tx.commit().await?;
     for j in &jobs {
         tracing::info!(table = %j.table, columns = ?j.columns, reason = j.reason.as_str(), "queued a backfill");

@@ -7,6 +7,7 @@
 //! missing.
 
 use crate::airtable::{meta::BaseMeta, AirtableClient, AirtableError, Lane};
+use crate::postgres::checkpoint;
 use reqwest::Method;
 use schema::mapping::{FieldKind, FieldMapping, MappedTable, Mapping};
 use serde::{Deserialize, Serialize};
@@ -291,13 +292,10 @@ impl Checker<'_> {
     /// Reads the base and compares it; a base that fits has its ids remembered.
     pub async fn check(&self) -> Result<Report, CheckError> {
         let meta = BaseMeta::from_json(&self.client.tables(Lane::Bulk).await?);
-        let binding: Binding =
-            sqlx::query_scalar::<_, Value>("SELECT value FROM sync_checkpoint WHERE name = $1")
-                .bind(BINDING)
-                .fetch_optional(self.pool)
-                .await?
-                .and_then(|v| serde_json::from_value(v).ok())
-                .unwrap_or_default();
+        let binding: Binding = checkpoint::read(self.pool, BINDING)
+            .await?
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
         let report = compare(self.mapping, &meta, &binding);
         self.remember(&meta, binding).await?;
         Ok(report)
@@ -376,11 +374,6 @@ impl Checker<'_> {
                 }
             }
         }
-        sqlx::query("INSERT INTO sync_checkpoint (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value")
-            .bind(BINDING)
-            .bind(json!(binding))
-            .execute(self.pool)
-            .await
-            .map(drop)
+        checkpoint::write(self.pool, BINDING, &json!(binding)).await
     }
 }

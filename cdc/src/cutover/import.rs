@@ -19,6 +19,7 @@ use crate::{
     airtable::{client::formula_string, AirtableClient, AirtableError},
     backfill::{self, NewJob, Reason},
     inbound::apply::{Applier, ApplyError, Batch, Scope, Upsert},
+    postgres::checkpoint,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use schema::mapping::Mapping;
@@ -216,20 +217,11 @@ impl Importer {
     }
 
     async fn state(&self) -> sqlx::Result<Option<State>> {
-        let v: Option<Value> =
-            sqlx::query_scalar("SELECT value FROM sync_checkpoint WHERE name = $1")
-                .bind(CHECKPOINT)
-                .fetch_optional(&self.pool)
-                .await?;
+        let v = checkpoint::read(&self.pool, CHECKPOINT).await?;
         Ok(v.and_then(|v| serde_json::from_value(v).ok()))
     }
 
     async fn save(&self, state: &State) -> sqlx::Result<()> {
-        sqlx::query("INSERT INTO sync_checkpoint (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value")
-            .bind(CHECKPOINT)
-            .bind(json!(state))
-            .execute(&self.pool)
-            .await
-            .map(drop)
+        checkpoint::write(&self.pool, CHECKPOINT, &json!(state)).await
     }
 }

@@ -2,6 +2,7 @@
 //! contract, slots, the publication, and the checks of `cdc check`.
 
 pub mod check;
+pub mod checkpoint;
 pub mod dead_letter;
 pub mod publication;
 pub mod slot;

@@ -230,11 +230,7 @@ impl Applier {
         }
         applied.parked = batch.parked.len();
         for (name, value) in &batch.checkpoints {
-            sqlx::query("INSERT INTO sync_checkpoint (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value")
-                .bind(name)
-                .bind(value)
-                .execute(&mut *tx)
-                .await?;
+            crate::postgres::checkpoint::write(&mut *tx, name, value).await?;
         }
         tx.commit().await?;
         let now = Utc::now();

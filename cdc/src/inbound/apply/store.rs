@@ -63,10 +63,7 @@ impl Applier {
 
     /// A checkpoint's value.
     pub async fn checkpoint(&self, name: &str) -> sqlx::Result<Option<Value>> {
-        sqlx::query_scalar("SELECT value FROM sync_checkpoint WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
+        crate::postgres::checkpoint::read(&self.pool, name).await
     }
 
     /// Drops delivery keys older than `days` (redeliveries that late are impossible: the

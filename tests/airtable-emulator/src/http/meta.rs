@@ -2,7 +2,7 @@
 
 use super::{Handled, Request};
 use crate::{error::ApiError, lock, model::table::EMULATOR_USER, Shared};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::sync::Arc;
 
 pub fn whoami(shared: &Arc<Shared>) -> Handled {
@@ -42,22 +42,28 @@ pub fn create_table(shared: &Arc<Shared>, base: &str, req: &Request) -> Handled 
     Ok((world.base_mut(base)?.create_table(&body)?, 0))
 }
 
-pub fn patch_table(shared: &Arc<Shared>, base: &str, table: &str, req: &Request) -> Handled {
+/// A schema write on one table of a base: scope checked, body parsed, table found.
+fn on_table(
+    shared: &Arc<Shared>,
+    base: &str,
+    table: &str,
+    req: &Request,
+    write: impl FnOnce(&mut crate::model::Base, usize, &Value) -> Result<Value, ApiError>,
+) -> Handled {
     may_write_schema(shared)?;
     let body = req.json()?;
     let mut world = lock(&shared.world);
     let b = world.base_mut(base)?;
     let ti = b.table_index(table, false)?;
-    Ok((b.patch_table(ti, &body)?, 0))
+    Ok((write(b, ti, &body)?, 0))
+}
+
+pub fn patch_table(shared: &Arc<Shared>, base: &str, table: &str, req: &Request) -> Handled {
+    on_table(shared, base, table, req, |b, ti, body| b.patch_table(ti, body))
 }
 
 pub fn create_field(shared: &Arc<Shared>, base: &str, table: &str, req: &Request) -> Handled {
-    may_write_schema(shared)?;
-    let body = req.json()?;
-    let mut world = lock(&shared.world);
-    let b = world.base_mut(base)?;
-    let ti = b.table_index(table, false)?;
-    Ok((b.create_field(ti, &body)?, 0))
+    on_table(shared, base, table, req, |b, ti, body| b.create_field(ti, body))
 }
 
 pub fn patch_field(
@@ -67,10 +73,5 @@ pub fn patch_field(
     field: &str,
     req: &Request,
 ) -> Handled {
-    may_write_schema(shared)?;
-    let body = req.json()?;
-    let mut world = lock(&shared.world);
-    let b = world.base_mut(base)?;
-    let ti = b.table_index(table, false)?;
-    Ok((b.patch_field(ti, field, &body)?, 0))
+    on_table(shared, base, table, req, |b, ti, body| b.patch_field(ti, field, body))
 }

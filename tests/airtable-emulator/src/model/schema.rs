@@ -125,7 +125,7 @@ impl Base {
         self.tables.push(table);
         let ti = self.tables.len() - 1;
         for def in defs {
-            if let Err(e) = self.add_field(ti, def) {
+            if let Err(e) = self.create_field(ti, def) {
                 self.tables.pop();
                 return Err(e);
             }
@@ -135,11 +135,7 @@ impl Base {
     }
 
     /// `POST /v0/meta/bases/{base}/tables/{table}/fields`.
-    pub fn create_field(&mut self, ti: usize, body: &Value) -> Result<Value, ApiError> {
-        self.add_field(ti, body)
-    }
-
-    fn add_field(&mut self, ti: usize, def: &Value) -> Result<Value, ApiError> {
+    pub fn create_field(&mut self, ti: usize, def: &Value) -> Result<Value, ApiError> {
         let (name, kind, mut options) = parse_field(def)?;
         if name_taken(&self.tables[ti], &name) {
             return Err(duplicate(&name));
