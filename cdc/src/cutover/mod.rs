@@ -14,9 +14,11 @@ use crate::airtable::{AirtableClient, AirtableError, Lane};
 use schema::mapping::MappedTable;
 use serde_json::Value;
 
-/// Every Airtable field of `t` the cutover reads: each mapped column's and the merge field.
+/// Every Airtable field of `t` the cutover reads: each mapped column's, the derived ones
+/// (verify compares them; the import ignores them) and the merge field.
 pub fn read_fields(t: &MappedTable, merge_field: &str) -> Vec<String> {
     let mut f: Vec<String> = t.columns.iter().map(|c| c.field.field.clone()).collect();
+    f.extend(t.derived.iter().map(|(_, d)| d.field.clone()));
     f.push(merge_field.to_owned());
     f
 }
