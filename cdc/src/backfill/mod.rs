@@ -138,6 +138,19 @@ impl NewJob {
     pub fn whole(table: impl Into<String>, reason: Reason) -> Self {
         Self { table: table.into(), columns: None, predicate: None, reason, reconcile: false }
     }
+
+    /// Every mapped column of the rows `ids` of `table` (the whole table past 1,000 ids: a
+    /// predicate stays small, and a chunked read of everything costs no more).
+    pub fn rows(table: impl Into<String>, ids: &[Uuid], reason: Reason) -> Self {
+        let mut ids = ids.to_vec();
+        ids.sort();
+        ids.dedup();
+        let predicate = (ids.len() <= 1000).then(|| {
+            let list: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+            format!("id = ANY('{{{}}}'::uuid[])", list.join(","))
+        });
+        Self { predicate, ..Self::whole(table, reason) }
+    }
 }
 
 /// A chunk's watermark, as written into the stream: which chunk, and which side of its read.

@@ -3,11 +3,13 @@
 
 use crate::{
     airtable::{AirtableClient, AirtableConfig},
+    backfill::{self, JobId, JobState},
     config::{load_mapping, CdcConfig},
     cutover::{
         check::{Checker, Level},
         import::{Importer, Options, Progress, TableSummary},
-        verify::{DriftKind, Verifier},
+        repair::Repairer,
+        verify::{DriftKind, TableParity, Verifier},
     },
     postgres::slot,
 };
@@ -15,7 +17,12 @@ use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use schema::mapping::Mapping;
-use std::{collections::HashMap, io::IsTerminal, sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    io::IsTerminal,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 #[derive(Debug, Subcommand)]
 pub enum AirtableAction {
@@ -208,6 +215,7 @@ pub async fn verify(
     table: Option<String>,
     sample: Option<usize>,
     json: bool,
+    repair: Option<Duration>,
 ) -> anyhow::Result<()> {
     let s = sides().await?;
     let verifier = Verifier::new(s.client.clone(), s.mapping.clone(), s.pool.clone()).await?;
@@ -221,49 +229,126 @@ pub async fn verify(
     for ti in tables {
         parity.push(verifier.table(ti, sample).await?);
     }
-    let drift: usize = parity.iter().map(|p| p.mismatches.len()).sum();
-    if json {
-        println!("{}", serde_json::to_string_pretty(&parity)?);
-    } else {
-        println!(
-            "{:<28} {:>9} {:>9} {:>9} {:>9}",
-            "table", "postgres", "airtable", "compared", "mismatch"
-        );
-        for p in &parity {
-            println!(
-                "{:<28} {:>9} {:>9} {:>9} {:>9}",
-                p.table,
-                p.postgres_rows,
-                p.airtable_records,
-                p.compared,
-                p.mismatches.len()
-            );
+    let Some(wait) = repair else {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&parity)?);
+        } else {
+            print_parity(&parity, s.client.budget().requests());
         }
-        for m in parity.iter().flat_map(|p| &p.mismatches) {
-            let id = m.pg_id.map(|u| u.to_string()).unwrap_or_else(|| "-".into());
-            let rec = m.record_id.as_deref().unwrap_or("-");
-            match m.kind {
-                DriftKind::Field => println!(
-                    "{} {id} {rec} {}: postgres {} | airtable {}",
-                    m.table,
-                    m.field.as_deref().unwrap_or("-"),
-                    m.postgres,
-                    m.airtable
-                ),
-                kind => println!("{} {id} {rec}: {}", m.table, kind.as_str()),
+        return equal(&parity);
+    };
+    if !json {
+        print_parity(&parity, s.client.budget().requests());
+    }
+    let repairer =
+        Repairer { client: s.client.clone(), mapping: s.mapping.clone(), pool: s.pool.clone() };
+    let mut repairs = Vec::new();
+    for p in parity.iter().filter(|p| !p.mismatches.is_empty()) {
+        let r = repairer.repair(p).await?;
+        if !json {
+            println!(
+                "repaired {}: {} re-sent, {} re-applied, {} re-imported, {} deleted in Postgres, {} duplicates removed",
+                r.table, r.resent, r.reapplied, r.reimported, r.deleted_in_postgres, r.duplicates_removed
+            );
+            for l in &r.left {
+                println!("  left: {l}");
             }
         }
-        let mut by_kind: HashMap<&str, usize> = HashMap::new();
-        for m in parity.iter().flat_map(|p| &p.mismatches) {
-            *by_kind.entry(m.kind.as_str()).or_default() += 1;
-        }
-        println!(
-            "{} Airtable requests; mismatches by kind: {by_kind:?}",
-            s.client.budget().requests()
-        );
+        repairs.push(r);
     }
+    let jobs: Vec<JobId> = repairs.iter().flat_map(|r| r.jobs.iter().copied()).collect();
+    wait_for_jobs(&s.pool, &jobs, wait, json).await?;
+    // The repaired tables again: the repair counts once verify agrees.
+    let mut after = Vec::new();
+    for r in &repairs {
+        if let Some(ti) = s.mapping.table_id(&r.table) {
+            after.push(verifier.table(ti, sample).await?);
+        }
+    }
+    if json {
+        let out = serde_json::json!({ "before": parity, "repairs": repairs, "after": after });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else if !after.is_empty() {
+        println!("after the repair:");
+        print_parity(&after, s.client.budget().requests());
+    }
+    equal(&after)
+}
+
+fn equal(parity: &[TableParity]) -> anyhow::Result<()> {
+    let drift: usize = parity.iter().map(|p| p.mismatches.len()).sum();
     if drift > 0 {
         bail!("{drift} mismatch(es) between Postgres and Airtable");
     }
     Ok(())
+}
+
+/// Until the repair's backfill jobs are done: `cdc run` writes them.
+async fn wait_for_jobs(
+    pool: &sqlx::PgPool,
+    jobs: &[JobId],
+    wait: Duration,
+    json: bool,
+) -> anyhow::Result<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    if !json {
+        println!(
+            "waiting up to {} s for `cdc run` to write repair job(s) {jobs:?}",
+            wait.as_secs()
+        );
+    }
+    let deadline = Instant::now() + wait;
+    loop {
+        let open: Vec<JobId> = backfill::store::by_ids(pool, jobs)
+            .await?
+            .into_iter()
+            .filter(|j| matches!(j.state, JobState::Pending | JobState::Running))
+            .map(|j| j.id)
+            .collect();
+        if open.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("repair job(s) {open:?} are not done after {} s: `cdc run` writes them (is it running? `cdc backfill status` shows them); run `cdc verify` again once they are done", wait.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn print_parity(parity: &[TableParity], requests: u64) {
+    println!(
+        "{:<28} {:>9} {:>9} {:>9} {:>9}",
+        "table", "postgres", "airtable", "compared", "mismatch"
+    );
+    for p in parity {
+        println!(
+            "{:<28} {:>9} {:>9} {:>9} {:>9}",
+            p.table,
+            p.postgres_rows,
+            p.airtable_records,
+            p.compared,
+            p.mismatches.len()
+        );
+    }
+    for m in parity.iter().flat_map(|p| &p.mismatches) {
+        let id = m.pg_id.map(|u| u.to_string()).unwrap_or_else(|| "-".into());
+        let rec = m.record_id.as_deref().unwrap_or("-");
+        match m.kind {
+            DriftKind::Field => println!(
+                "{} {id} {rec} {}: postgres {} | airtable {}",
+                m.table,
+                m.field.as_deref().unwrap_or("-"),
+                m.postgres,
+                m.airtable
+            ),
+            kind => println!("{} {id} {rec}: {}", m.table, kind.as_str()),
+        }
+    }
+    let mut by_kind: HashMap<&str, usize> = HashMap::new();
+    for m in parity.iter().flat_map(|p| &p.mismatches) {
+        *by_kind.entry(m.kind.as_str()).or_default() += 1;
+    }
+    println!("{requests} Airtable requests; mismatches by kind: {by_kind:?}");
 }

@@ -17,7 +17,7 @@ mod migrate;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use schema::postgres::PgConfig;
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 #[derive(Debug, Parser)]
 #[command(name = "cdc", version, about = "Postgres <-> Airtable sync daemon and operator CLI")]
@@ -121,6 +121,13 @@ pub enum Command {
         sample: Option<usize>,
         #[arg(long)]
         json: bool,
+        /// Set each drift right by the side that owns it (re-send, re-apply, re-import,
+        /// remove duplicates), wait for `cdc run` to write what it queued, verify again.
+        #[arg(long)]
+        repair: bool,
+        /// With --repair: how long to wait for the daemon to write the repair, in seconds.
+        #[arg(long, default_value_t = 300)]
+        wait: u64,
     },
     /// Re-send a table's current state, or one row's: `cdc backfill TABLE [--where id = ID]`.
     Resync {
@@ -286,7 +293,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq { action } => dlq_command(action).await,
         Command::Airtable { action } => cutover::airtable(action).await,
         Command::Import { since, tables } => cutover::import(since, tables).await,
-        Command::Verify { table, sample, json } => cutover::verify(table, sample, json).await,
+        Command::Verify { table, sample, json, repair, wait } => {
+            cutover::verify(table, sample, json, repair.then(|| Duration::from_secs(wait))).await
+        }
         Command::Backfill { action, tables, predicate, detach } => {
             let config = CdcConfig::from_env()?;
             let pool = schema::postgres::connect(&config.postgres).await?;

@@ -18,7 +18,7 @@ use super::{read_fields, Pages};
 use crate::{
     airtable::{client::formula_string, AirtableClient, AirtableError},
     backfill::{self, NewJob, Reason},
-    inbound::apply::{Applier, ApplyError, Batch, Scope, Upsert},
+    inbound::apply::{Applier, ApplyError, Batch, Scope, Upsert, Writer},
     postgres::checkpoint,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -103,7 +103,9 @@ impl Importer {
         mapping: Arc<Mapping>,
         pool: PgPool,
     ) -> Result<Self, ImportError> {
-        let applier = Applier::with_scope(mapping.clone(), pool.clone(), Scope::Import).await?;
+        let applier =
+            Applier::with_scope(mapping.clone(), pool.clone(), Scope::Import, Writer::Operator)
+                .await?;
         Ok(Self { client, applier, mapping, pool })
     }
 

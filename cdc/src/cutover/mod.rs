@@ -4,10 +4,12 @@
 //!    and with `--apply` create what is missing through the Meta API;
 //! 2. [`import`]: every record of every mapped table into Postgres, parents first, under the
 //!    inbound replication origin, resumable and idempotent, reads only;
-//! 3. [`verify`]: Postgres against Airtable, table by table and field by field.
+//! 3. [`verify`]: Postgres against Airtable, table by table and field by field, and
+//!    [`repair`]: each drift set right by the side that owns it.
 
 pub mod check;
 pub mod import;
+pub mod repair;
 pub mod verify;
 
 use crate::airtable::{AirtableClient, AirtableError, Lane};

@@ -13,7 +13,7 @@
 use super::read_fields;
 use crate::{
     airtable::{AirtableClient, AirtableError, Lane},
-    inbound::apply::{Applier, ApplyError, Scope, Upsert},
+    inbound::apply::{Applier, ApplyError, Scope, Upsert, Writer},
     postgres::quote_ident,
 };
 use schema::mapping::{Mapping, TableId};
@@ -121,7 +121,9 @@ impl Verifier {
         mapping: Arc<Mapping>,
         pool: PgPool,
     ) -> Result<Self, VerifyError> {
-        let applier = Applier::with_scope(mapping.clone(), pool.clone(), Scope::Import).await?;
+        let applier =
+            Applier::with_scope(mapping.clone(), pool.clone(), Scope::Import, Writer::Operator)
+                .await?;
         Ok(Self { client, applier, mapping, pool })
     }
 

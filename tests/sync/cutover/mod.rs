@@ -194,8 +194,9 @@ async fn a_legacy_base_is_checked_imported_verified_and_rolled_forward() {
         .env("SYNC_RECONCILE_DELAY_MS", "300")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let mut daemon =
-        tokio::process::Command::from(run).kill_on_drop(true).spawn().expect("cdc run");
+    let mut run = tokio::process::Command::from(run);
+    run.kill_on_drop(true);
+    let mut daemon = run.spawn().expect("cdc run");
     until_ok(Duration::from_secs(60), "the derived backfill is done", || async {
         let jobs: Vec<(String, String, String)> =
             sqlx::query_as("SELECT table_name, reason, state FROM sync_backfill ORDER BY id")
@@ -237,7 +238,9 @@ async fn a_legacy_base_is_checked_imported_verified_and_rolled_forward() {
         legacy.expected["programs"]
     );
 
-    // 5. An admin edits a Postgres-owned field in Airtable: verify names it.
+    // 5. Drift of every kind: verify names it, --repair sets it right by the side that owns
+    // it, beside the running daemon (the repair writes under the operator's origin).
+    // An admin edits a Postgres-owned field in Airtable ...
     let rec = legacy.ids["Programs"][7].clone();
     e.admin()
         .update_record(
@@ -259,18 +262,94 @@ async fn a_legacy_base_is_checked_imported_verified_and_rolled_forward() {
     let o = cli.run(&["verify", "--table", "programs", "--sample", "20", "--json"]).await;
     let parity: serde_json::Value = serde_json::from_str(&o.stdout).expect("json");
     assert_eq!(parity[0]["airtable_records"], legacy.expected["programs"]);
-
-    // 6. Roll forward: what Airtable changed since a time comes back into Postgres, exactly.
-    // (With the daemon stopped: the import and the daemon share the inbound origin.)
-    daemon.start_kill().expect("stop");
-    daemon.wait().await.expect("stopped");
-    let since = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
-    let o = cli.run(&["import", "--since", &since]).await;
+    // ... and copies a program's record (a duplicate); SQL by hand changes an Airtable-owned
+    // field and deletes a reference row.
+    let programs = e.admin().records(BASE, "Programs").expect("programs");
+    let original = programs.iter().find(|r| r["fields"]["Name"] == "Program 3").expect("Program 3");
+    let mut copy = original["fields"].as_object().cloned().expect("fields");
+    copy.retain(|k, _| k != "Record summary" && k != "Created");
+    let dup = e.admin().create_records(BASE, "Programs", vec![copy.into()]).expect("copy");
+    sqlx::query("UPDATE goals SET name = 'changed by hand' WHERE name = 'Goal 2'")
+        .execute(&db.pool)
+        .await
+        .expect("update");
+    sqlx::query("DELETE FROM prompts WHERE key = 'prompt.4'")
+        .execute(&db.pool)
+        .await
+        .expect("delete");
+    let kinds = |d: &[serde_json::Value]| {
+        let mut k: Vec<String> =
+            d.iter().map(|m| format!("{} {}", m["table"], m["kind"]).replace('"', "")).collect();
+        k.sort();
+        k
+    };
+    until_ok(Duration::from_secs(10), "verify sees every drift", || async {
+        let k = kinds(&drift(&cli).await);
+        let want =
+            ["goals field", "programs duplicate", "programs field", "prompts missing_in_postgres"];
+        if k == want {
+            Ok(())
+        } else {
+            Err(format!("{k:?}"))
+        }
+    })
+    .await;
+    let o = cli.run(&["verify", "--repair", "--wait", "60"]).await;
     assert!(o.ok, "{}\n{}", o.stdout, o.stderr);
-    assert_eq!(
-        count(&db, "SELECT count(*) FROM programs WHERE motivation = 'edited in Airtable'").await,
-        1
+    assert!(
+        o.stdout.contains("1 duplicates removed") && o.stdout.contains("1 re-imported"),
+        "{}",
+        o.stdout
     );
     let d = drift(&cli).await;
     assert!(d.is_empty(), "{d:?}");
+    let records = e.admin().records(BASE, "Programs").expect("programs");
+    assert_eq!(records.len(), legacy.expected["programs"]);
+    assert!(records.iter().all(|r| r["id"] != dup[0]["id"]), "the copy is the one removed");
+    let fixed = records.iter().find(|r| r["id"] == rec.as_str()).expect("edited record");
+    assert_ne!(fixed["fields"]["Motivation"], "edited in Airtable", "Postgres's value is back");
+    assert_eq!(count(&db, "SELECT count(*) FROM goals WHERE name = 'Goal 2'").await, 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM prompts WHERE key = 'prompt.4'").await, 1);
+
+    // 6. Roll back, then forward: with the daemon stopped (the PWA on Airtable), admins and
+    // the PWA change Airtable; what changed since comes back into Postgres, exactly.
+    daemon.start_kill().expect("stop");
+    daemon.wait().await.expect("stopped");
+    let since = (chrono::Utc::now() - chrono::Duration::seconds(2)).to_rfc3339();
+    let rec9 = legacy.ids["Programs"][9].clone();
+    e.admin()
+        .update_record(BASE, "Programs", &rec9, serde_json::json!({ "Motivation": "rolled back" }))
+        .expect("edit");
+    let user3 = legacy.ids["Users"][3].clone();
+    e.admin()
+        .create_records(
+            BASE,
+            "Programs",
+            vec![serde_json::json!({ "Name": "Made during the rollback", "User": [user3], "Start": "2024-03-01", "End": "2024-03-20" })],
+        )
+        .expect("create");
+    let o = cli.run(&["import", "--since", &since]).await;
+    assert!(o.ok, "{}\n{}", o.stdout, o.stderr);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM programs WHERE motivation = 'rolled back'").await,
+        1
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM programs p JOIN users u ON u.id = p.user_id WHERE p.name = 'Made during the rollback' AND u.name = 'User 3'").await, 1);
+    let mut daemon = run.spawn().expect("cdc run");
+    until_ok(Duration::from_secs(60), "the roll forward's derived backfill is done", || async {
+        let open: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM sync_backfill WHERE state <> 'done'")
+                .fetch_one(&db.pool)
+                .await
+                .map_err(|e| e.to_string())?;
+        if open == 0 {
+            Ok(())
+        } else {
+            Err(format!("{open} open jobs"))
+        }
+    })
+    .await;
+    let d = drift(&cli).await;
+    assert!(d.is_empty(), "{d:?}");
+    daemon.start_kill().expect("stop");
 }

@@ -148,12 +148,7 @@ impl AirtableDestination {
         if ids.is_empty() {
             return Ok(());
         }
-        ids.sort();
-        let predicate = (ids.len() <= 1000).then(|| {
-            let list: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-            format!("id = ANY('{{{}}}'::uuid[])", list.join(","))
-        });
-        let job = NewJob { predicate, ..NewJob::whole(table, Reason::Repair) };
+        let job = NewJob::rows(table, &ids, Reason::Repair);
         store::request(self.store.pool(), &[job], false).await?;
         self.backfill.reload = true;
         tracing::info!(table, rows = ids.len(), "queued a repair backfill of rows Airtable lacks");

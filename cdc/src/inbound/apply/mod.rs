@@ -112,6 +112,8 @@ pub enum ApplyError {
     Db(#[from] sqlx::Error),
     #[error("the inbound replication origin is unavailable: {0}; grant the replication-origin functions to the daemon's role (see migrations/0005_privileges.sql)")]
     Origin(sqlx::Error),
+    #[error("replication origin {0} is in use by another session: another `cdc import` or `cdc verify --repair` is running on this database; wait for it to end")]
+    OriginBusy(String),
 }
 
 /// Which columns an applier writes, and which rows it may create.
@@ -123,26 +125,40 @@ pub enum Scope {
     Import,
 }
 
+/// Whose writes these are. Each writer has its own replication origin (an origin is active
+/// in one session at a time), and the stream skips both: an operator's import or repair
+/// runs beside `cdc run` and neither echoes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer {
+    /// `cdc run`: `coach_inbound_<database>`.
+    Daemon,
+    /// `cdc import`, `cdc verify --repair`: `coach_inbound_<database>_cli`.
+    Operator,
+}
+
 pub struct Applier {
     mapping: Arc<Mapping>,
     pool: PgPool,
     conn: Mutex<Option<PgConnection>>,
     catalog: Catalog,
     scope: Scope,
+    writer: Writer,
 }
 
 impl Applier {
+    /// The daemon's inbound sync.
     pub async fn new(mapping: Arc<Mapping>, pool: PgPool) -> sqlx::Result<Self> {
-        Self::with_scope(mapping, pool, Scope::Inbound).await
+        Self::with_scope(mapping, pool, Scope::Inbound, Writer::Daemon).await
     }
 
     pub async fn with_scope(
         mapping: Arc<Mapping>,
         pool: PgPool,
         scope: Scope,
+        writer: Writer,
     ) -> sqlx::Result<Self> {
         let catalog = Catalog::read(&pool, &mapping).await?;
-        Ok(Self { mapping, pool, conn: Mutex::new(None), catalog, scope })
+        Ok(Self { mapping, pool, conn: Mutex::new(None), catalog, scope, writer })
     }
 
     /// The columns of `t` this applier writes.
@@ -173,7 +189,7 @@ impl Applier {
     /// batch a no-op (it was applied before).
     pub async fn apply(&self, batch: Batch) -> Result<Applied, ApplyError> {
         let mut slot = self.conn.lock().await;
-        Self::connection(&mut slot, &self.pool).await?;
+        Self::connection(&mut slot, &self.pool, self.writer).await?;
         let Some(conn) = slot.as_mut() else { return Ok(Applied::default()) };
         let result = self.apply_on(conn, batch).await;
         if let Err(ApplyError::Db(e)) = &result {
@@ -183,6 +199,17 @@ impl Applier {
             }
         }
         result
+    }
+
+    /// Ends the session (and so frees the origin) now, not when the socket is noticed gone:
+    /// the next applier of the same writer may take the origin at once.
+    pub async fn release(&self) {
+        if let Some(mut conn) = self.conn.lock().await.take() {
+            let _ = sqlx::query("SELECT pg_replication_origin_session_reset()")
+                .execute(&mut conn)
+                .await;
+            let _ = sqlx::Connection::close(conn).await;
+        }
     }
 
     async fn apply_on(

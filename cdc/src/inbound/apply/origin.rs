@@ -1,4 +1,4 @@
-//! The applier's one connection, its session under the inbound replication origin.
+//! The applier's one connection, its session under its writer's replication origin.
 
 use super::*;
 
@@ -7,6 +7,7 @@ impl Applier {
     pub(super) async fn connection(
         slot: &mut Option<PgConnection>,
         pool: &PgPool,
+        writer: Writer,
     ) -> Result<(), ApplyError> {
         if slot.is_some() {
             return Ok(());
@@ -17,7 +18,10 @@ impl Applier {
         // skips `coach_inbound` and `coach_inbound_*` alike.
         let database: String =
             sqlx::query_scalar("SELECT current_database()::text").fetch_one(&mut conn).await?;
-        let origin = format!("{INBOUND_ORIGIN}_{database}");
+        let origin = match writer {
+            Writer::Daemon => format!("{INBOUND_ORIGIN}_{database}"),
+            Writer::Operator => format!("{INBOUND_ORIGIN}_{database}_cli"),
+        };
         sqlx::query(
             "SELECT pg_replication_origin_create($1) WHERE pg_replication_origin_oid($1) IS NULL",
         )
@@ -29,7 +33,11 @@ impl Applier {
             .bind(&origin)
             .execute(&mut conn)
             .await
-            .map_err(ApplyError::Origin)?;
+            .map_err(|e| match e.as_database_error().and_then(|d| d.code()).as_deref() {
+                // object_in_use: the origin is active in another session.
+                Some("55006") => ApplyError::OriginBusy(origin.clone()),
+                _ => ApplyError::Origin(e),
+            })?;
         *slot = Some(conn);
         Ok(())
     }

@@ -24,6 +24,18 @@ impl Applier {
         .await?
         .into_iter()
         .collect();
+        // A map entry whose row was deleted here (by hand) is stale: the record's row is
+        // made again under its old id, where this applier may create rows.
+        let mapped: Vec<Uuid> = known.values().copied().collect();
+        let live: HashSet<Uuid> = sqlx::query_scalar::<_, Uuid>(&format!(
+            "SELECT id FROM {} WHERE id = ANY($1)",
+            quote_ident(t.table.name)
+        ))
+        .bind(&mapped)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
         let mut applied_ids: Vec<&str> = Vec::new();
         for u in group {
             let mut values = match self.values_of(u, &links) {
@@ -38,15 +50,18 @@ impl Applier {
                 // restores a record under its old id).
                 values.insert("deleted_at".into(), Value::Null);
             }
-            let merge = u
+            let carried = u
                 .fields
                 .get(&self.mapping.merge_field)
                 .and_then(Value::as_str)
                 .and_then(|s| s.parse::<Uuid>().ok());
+            let (known, merge) = match known.get(&u.record_id).copied() {
+                Some(id) if live.contains(&id) => (Some(id), carried),
+                Some(stale) => (None, Some(stale)),
+                None => (None, carried),
+            };
             let mut sp = tx.begin().await?;
-            let outcome = self
-                .upsert_one(&mut sp, t, u, known.get(&u.record_id).copied(), merge, &values)
-                .await;
+            let outcome = self.upsert_one(&mut sp, t, u, known, merge, &values).await;
             match outcome {
                 Ok(o) => {
                     sp.commit().await?;
