@@ -36,6 +36,7 @@ pub fn register_metrics() {
         "inbound_webhooks_created_total",
         "sync_backfill_chunks_total",
         "sync_backfill_rows_superseded_total",
+        "sync_parity_runs_total",
     ] {
         metrics::counter!(name).absolute(0);
     }
@@ -51,7 +52,7 @@ pub fn register_metrics() {
         metrics::counter!("sync_reconcile_fixed_total", "kind" => kind).absolute(0);
     }
     metrics::counter!("cdc_destination_paused_total", "cause" => "auth").absolute(0);
-    for task in ["webhook", "users", "bulk"] {
+    for task in ["webhook", "users", "bulk", "parity"] {
         metrics::counter!("inbound_errors_total", "task" => task).absolute(0);
     }
     for gauge in [
@@ -61,6 +62,7 @@ pub fn register_metrics() {
         "cdc_destination_paused",
         "sync_dlq_pending",
         "sync_backfill_jobs_open",
+        "sync_parity_last_run_timestamp_seconds",
     ] {
         metrics::gauge!(gauge).set(0.0);
     }

@@ -230,6 +230,48 @@ impl Verifier {
         Ok(out)
     }
 
+    /// What of `first` (a run of [`Verifier::table`]) still holds: the rows with field drift
+    /// are read and compared again, membership is listed again when it drifted. Drift that
+    /// was only in flight (a write not yet flushed, a change not yet polled) is gone by then.
+    pub async fn confirm(
+        &self,
+        ti: TableId,
+        first: &TableParity,
+    ) -> Result<TableParity, VerifyError> {
+        let t = &self.mapping.tables[ti];
+        let key = |m: &Mismatch| (m.kind, m.pg_id, m.record_id.clone(), m.field.clone());
+        let mut out = TableParity { mismatches: Vec::new(), ..first.clone() };
+        let (fields, membership): (Vec<&Mismatch>, Vec<&Mismatch>) =
+            first.mismatches.iter().partition(|m| m.kind == DriftKind::Field);
+        if !membership.is_empty() {
+            let again = self.table(ti, Some(0)).await?;
+            let seen: HashSet<_> = again.mismatches.iter().map(key).collect();
+            out.postgres_rows = again.postgres_rows;
+            out.airtable_records = again.airtable_records;
+            out.mismatches
+                .extend(membership.into_iter().filter(|m| seen.contains(&key(m))).cloned());
+        }
+        let mut pairs: Vec<(Uuid, String)> =
+            fields.iter().filter_map(|m| Some((m.pg_id?, m.record_id.clone()?))).collect();
+        pairs.sort();
+        pairs.dedup();
+        if !pairs.is_empty() {
+            let ids: Vec<String> = pairs.iter().map(|(_, r)| r.clone()).collect();
+            let full = read_fields(t, &self.mapping.merge_field);
+            let mut records = HashMap::new();
+            for r in self.client.records_by_id(Lane::Bulk, &t.airtable, &ids, &full).await? {
+                if let (Some(id), Value::Object(f)) = (r["id"].as_str(), &r["fields"]) {
+                    records.insert(id.to_owned(), f.clone());
+                }
+            }
+            let mut again = Vec::new();
+            self.compare_fields(ti, &pairs, &records, &mut again).await?;
+            let seen: HashSet<_> = fields.iter().map(|m| key(m)).collect();
+            out.mismatches.extend(again.into_iter().filter(|m| seen.contains(&key(m))));
+        }
+        Ok(out)
+    }
+
     /// Field by field, both sides cast by Postgres to the column types.
     async fn compare_fields(
         &self,

@@ -12,6 +12,7 @@
 //! waits behind bulk work (polls, reconciles), and their payload changes are read first.
 
 pub mod apply;
+mod parity;
 pub mod payload;
 pub mod poll;
 pub mod read_through;
@@ -50,6 +51,12 @@ pub struct InboundConfig {
     pub reconcile: Option<Duration>,
     /// How long an email Airtable does not have is not asked for again.
     pub negative_cache: Duration,
+    /// SYNC_VERIFY_INTERVAL_MS: the sampled parity check (daily); 0 = never.
+    pub verify_interval: Option<Duration>,
+    /// SYNC_VERIFY_SAMPLE: rows per table whose fields it compares (50).
+    pub verify_sample: usize,
+    /// SYNC_VERIFY_SETTLE_MS: how long before drift is looked at again (60 s).
+    pub verify_settle: Duration,
 }
 
 impl InboundConfig {
@@ -65,6 +72,9 @@ impl InboundConfig {
             overlap: Duration::from_secs(120),
             reconcile: Some(Duration::from_secs(3600)),
             negative_cache: Duration::from_secs(30),
+            verify_interval: Some(parity::DEFAULT_INTERVAL),
+            verify_sample: 50,
+            verify_settle: Duration::from_secs(60),
         }
     }
 
@@ -89,6 +99,10 @@ impl InboundConfig {
         c.overlap = ms("SYNC_POLL_OVERLAP_MS", c.overlap)?;
         c.reconcile = Some(ms("SYNC_INBOUND_RECONCILE_MS", Duration::from_secs(3600))?)
             .filter(|d| !d.is_zero());
+        c.verify_interval =
+            Some(ms("SYNC_VERIFY_INTERVAL_MS", parity::DEFAULT_INTERVAL)?).filter(|d| !d.is_zero());
+        c.verify_sample = schema::env::number("SYNC_VERIFY_SAMPLE", c.verify_sample)?;
+        c.verify_settle = ms("SYNC_VERIFY_SETTLE_MS", c.verify_settle)?;
         Ok(c)
     }
 }
@@ -252,6 +266,7 @@ impl Inbound {
             tokio::spawn(self.clone().webhook_task(webhook::HookKind::Base, shutdown.clone())),
             tokio::spawn(self.clone().users_task(lookups_rx, shutdown.clone())),
             tokio::spawn(self.clone().bulk_task(shutdown.clone())),
+            tokio::spawn(self.clone().parity_task(shutdown.clone())),
             tokio::spawn(read_through::listen(
                 self.applier.pool().clone(),
                 lookups_tx,

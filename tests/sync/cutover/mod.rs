@@ -192,6 +192,10 @@ async fn a_legacy_base_is_checked_imported_verified_and_rolled_forward() {
         .env("AIRTABLE_BASE_RPS", "0")
         .env("AIRTABLE_TOKEN_RPS", "0")
         .env("SYNC_RECONCILE_DELAY_MS", "300")
+        // The daemon's own parity check, every second over every row.
+        .env("SYNC_VERIFY_INTERVAL_MS", "1000")
+        .env("SYNC_VERIFY_SAMPLE", "1000")
+        .env("SYNC_VERIFY_SETTLE_MS", "200")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut run = tokio::process::Command::from(run);
@@ -294,6 +298,27 @@ async fn a_legacy_base_is_checked_imported_verified_and_rolled_forward() {
         }
     })
     .await;
+    // The daemon's parity check sees the duplicate too.
+    let http = reqwest::Client::new();
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    until_ok(Duration::from_secs(30), "sync_parity_drift counts the duplicate", || async {
+        let text = testkit::metrics_text(&http, &metrics).await;
+        let line = text
+            .lines()
+            .find(|l| {
+                l.starts_with("sync_parity_drift{")
+                    && l.contains("table=\"programs\"")
+                    && l.contains("kind=\"duplicate\"")
+            })
+            .unwrap_or_default()
+            .to_owned();
+        if line.ends_with(" 1") {
+            Ok(())
+        } else {
+            Err(line)
+        }
+    })
+    .await;
     let o = cli.run(&["verify", "--repair", "--wait", "60"]).await;
     assert!(o.ok, "{}\n{}", o.stdout, o.stderr);
     assert!(
@@ -310,6 +335,19 @@ async fn a_legacy_base_is_checked_imported_verified_and_rolled_forward() {
     assert_ne!(fixed["fields"]["Motivation"], "edited in Airtable", "Postgres's value is back");
     assert_eq!(count(&db, "SELECT count(*) FROM goals WHERE name = 'Goal 2'").await, 1);
     assert_eq!(count(&db, "SELECT count(*) FROM prompts WHERE key = 'prompt.4'").await, 1);
+    until_ok(Duration::from_secs(30), "sync_parity_drift is back at 0", || async {
+        let text = testkit::metrics_text(&http, &metrics).await;
+        let drift: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("sync_parity_drift{") && !l.ends_with(" 0"))
+            .collect();
+        if drift.is_empty() {
+            Ok(())
+        } else {
+            Err(drift.join("; "))
+        }
+    })
+    .await;
 
     // 6. Roll back, then forward: with the daemon stopped (the PWA on Airtable), admins and
     // the PWA change Airtable; what changed since comes back into Postgres, exactly.
