@@ -2,7 +2,7 @@
 //! signal, then finish cleanly.
 
 use crate::{
-    airtable::{AirtableClient, AirtableConfig, Lane},
+    airtable::{binding, meta::BaseMeta, AirtableClient, AirtableConfig, Lane},
     config::{validate_mapping_catalog, CdcConfig, INBOUND_ORIGIN},
     destination::{airtable::AirtableDestination, Destination},
     inbound::{apply::Applier, webhook, Inbound, InboundConfig},
@@ -172,7 +172,12 @@ pub async fn airtable_sides(
         AirtableClient::new(airtable, budget).map_err(|e| StartError::Refused(e.to_string()))?,
     );
     let meta = match client.tables(Lane::Bulk).await {
-        Ok(meta) => Some(crate::airtable::meta::BaseMeta::from_json(&meta)),
+        // Ids on the wire from here on; the schema as the mapping names it.
+        Ok(meta) => Some(
+            binding::bind(&client, &BaseMeta::from_json(&meta), &mapping, &pool)
+                .await
+                .map_err(|e| StartError::Refused(format!("cannot keep Airtable's ids: {e}")))?,
+        ),
         Err(e) if e.is_auth() => return Err(StartError::Refused(e.to_string())),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the Airtable schema; starting without validating the mapping against it");

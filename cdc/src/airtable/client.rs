@@ -5,8 +5,10 @@
 pub use crate::airtable::retry::AirtableError;
 use crate::{
     airtable::{
+        binding::{Wire, WireTable},
         budget::{Budget, Lane},
         config::AirtableConfig,
+        meta::BaseMeta,
         retry::{classify, error_kind, Verdict},
     },
     backoff::Backoff,
@@ -14,12 +16,17 @@ use crate::{
 use reqwest::Method;
 use secrecy::ExposeSecret;
 use serde_json::{json, Map, Value};
-use std::{sync::Arc, time::Duration, time::Instant};
+use std::{
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
 
 pub struct AirtableClient {
     http: reqwest::Client,
     config: AirtableConfig,
     budget: Arc<Budget>,
+    /// Mapped names to ids, once bound: requests carry ids, responses the mapping's names.
+    wire: RwLock<Option<Arc<Wire>>>,
 }
 
 /// `'value'` for a formula, escaped so no value can change the formula.
@@ -33,7 +40,47 @@ impl AirtableClient {
             .timeout(config.request_timeout)
             .pool_max_idle_per_host(16)
             .build()?;
-        Ok(Self { http, config, budget })
+        Ok(Self { http, config, budget, wire: RwLock::new(None) })
+    }
+
+    /// From now on, tables and fields go by id on the wire (see [`crate::airtable::binding`]).
+    pub fn bind(&self, wire: Wire) {
+        *self.wire.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(wire));
+    }
+
+    pub fn wire(&self) -> Option<Arc<Wire>> {
+        self.wire.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The bound table of this mapped name, if any.
+    fn wired(&self, table: &str) -> Option<WireTable> {
+        self.wire().and_then(|w| w.table(table).cloned())
+    }
+
+    /// Binds again by the same ids: Airtable's current names, for formulas (after a rename
+    /// since the binding). Errors leave the binding as it was.
+    async fn rebind(&self, lane: Lane) {
+        match self.tables(lane).await {
+            Ok(meta) => {
+                self.rebound(&BaseMeta::from_json(&meta));
+                tracing::info!(renames = ?self.wire().map(|w| w.renames()), "re-read Airtable's names");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot re-read Airtable's names"),
+        }
+    }
+
+    /// A fresh read of the base's schema: the binding (if any) takes its current names, and
+    /// the schema comes back under the mapping's names.
+    pub fn rebound(&self, meta: &BaseMeta) -> BaseMeta {
+        match self.wire() {
+            Some(wire) => {
+                let wire = wire.refresh(meta);
+                let mapped = meta.as_mapped(&wire);
+                self.bind(wire);
+                mapped
+            }
+            None => meta.clone(),
+        }
     }
 
     pub fn config(&self) -> &AirtableConfig {
@@ -49,6 +96,8 @@ impl AirtableClient {
     }
 
     fn table_path(&self, table: &str) -> String {
+        let wired = self.wired(table);
+        let table = wired.as_ref().map_or(table, |w| w.id.as_str());
         let t = percent_encoding::utf8_percent_encode(table, percent_encoding::NON_ALPHANUMERIC);
         format!("{}/{t}", self.config.base_id)
     }
@@ -173,15 +222,16 @@ impl AirtableClient {
         merge_field: &str,
         records: &[(Option<&str>, &Map<String, Value>)],
     ) -> Result<Vec<String>, AirtableError> {
+        let wired = self.wired(table).unwrap_or_default();
         let records: Vec<Value> = records
             .iter()
             .map(|(id, f)| match id {
-                Some(id) => json!({ "id": id, "fields": f }),
-                None => json!({ "fields": f }),
+                Some(id) => json!({ "id": id, "fields": wired.outgoing(f) }),
+                None => json!({ "fields": wired.outgoing(f) }),
             })
             .collect();
         let body = json!({
-            "performUpsert": { "fieldsToMergeOn": [merge_field] },
+            "performUpsert": { "fieldsToMergeOn": [wired.field_id(merge_field)] },
             "records": records,
             "typecast": false,
         });
@@ -303,19 +353,57 @@ impl AirtableClient {
         offset: Option<&str>,
     ) -> Result<(Vec<Value>, Option<String>), AirtableError> {
         let path = format!("{}/listRecords", self.table_path(table));
-        let mut body = json!({ "fields": fields, "pageSize": 100 });
-        if let Some(f) = formula {
-            body["filterByFormula"] = json!(f);
+        let mut retried = false;
+        loop {
+            let wired = self.wired(table);
+            let mut body = json!({ "pageSize": 100 });
+            match &wired {
+                Some(w) => {
+                    let ids: Vec<&str> = fields.iter().map(|f| w.field_id(f)).collect();
+                    body["fields"] = json!(ids);
+                    body["returnFieldsByFieldId"] = json!(true);
+                }
+                None => body["fields"] = json!(fields),
+            }
+            if let Some(f) = formula {
+                body["filterByFormula"] =
+                    json!(wired.as_ref().map_or_else(|| f.to_owned(), |w| w.formula(f)));
+            }
+            if let Some(o) = offset {
+                body["offset"] = json!(o);
+            }
+            let mut resp = match self
+                .send(lane, "list", Method::POST, &path, &[], Some(&body))
+                .await
+            {
+                // A field renamed since the binding: formulas need its new name.
+                Err(e)
+                    if e.is_bad_formula() && formula.is_some() && wired.is_some() && !retried =>
+                {
+                    retried = true;
+                    self.rebind(lane).await;
+                    continue;
+                }
+                other => other?,
+            };
+            let records = match resp["records"].take() {
+                Value::Array(a) => a,
+                _ => Vec::new(),
+            };
+            let records = match &wired {
+                Some(w) => records
+                    .into_iter()
+                    .map(|mut r| {
+                        if let Value::Object(cells) = r["fields"].take() {
+                            r["fields"] = Value::Object(w.incoming(cells));
+                        }
+                        r
+                    })
+                    .collect(),
+                None => records,
+            };
+            return Ok((records, resp["offset"].as_str().map(str::to_owned)));
         }
-        if let Some(o) = offset {
-            body["offset"] = json!(o);
-        }
-        let mut resp = self.send(lane, "list", Method::POST, &path, &[], Some(&body)).await?;
-        let records = match resp["records"].take() {
-            Value::Array(a) => a,
-            _ => Vec::new(),
-        };
-        Ok((records, resp["offset"].as_str().map(str::to_owned)))
     }
 
     /// Records by id (≤ 50 per request: the formula stays short), only `fields`.
@@ -343,8 +431,9 @@ impl AirtableClient {
         table: &str,
         records: &[(String, Map<String, Value>)],
     ) -> Result<(), AirtableError> {
+        let wired = self.wired(table).unwrap_or_default();
         let body = json!({
-            "records": records.iter().map(|(id, f)| json!({ "id": id, "fields": f })).collect::<Vec<_>>(),
+            "records": records.iter().map(|(id, f)| json!({ "id": id, "fields": wired.outgoing(f) })).collect::<Vec<_>>(),
             "typecast": false,
         });
         self.send(lane, "update", Method::PATCH, &self.table_path(table), &[], Some(&body))

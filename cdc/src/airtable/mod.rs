@@ -1,7 +1,8 @@
 //! Talking to Airtable, shared by both directions: the request budget (one per base and
 //! token, with a fast lane for users), the IO client that classifies every response, its
-//! configuration, and cell conversions.
+//! configuration, cell conversions, and the binding of mapped names to ids.
 
+pub mod binding;
 pub mod budget;
 pub mod cells;
 pub mod client;

@@ -47,6 +47,11 @@ impl AirtableError {
         matches!(self, AirtableError::Rejected { kind, .. } if kind == "LIST_RECORDS_ITERATOR_NOT_AVAILABLE")
     }
 
+    /// Airtable could not use a formula (e.g. it names a field by a name it no longer has).
+    pub fn is_bad_formula(&self) -> bool {
+        matches!(self, AirtableError::Rejected { kind, .. } if kind == "INVALID_FILTER_BY_FORMULA" || kind == "UNKNOWN_FIELD_NAME")
+    }
+
     /// The record (or table) is not there: success for a delete.
     pub fn is_gone(&self) -> bool {
         matches!(self, AirtableError::Rejected { status: 404, .. })

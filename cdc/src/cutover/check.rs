@@ -2,25 +2,28 @@
 //! each finding with its fix. `--apply` creates what is missing (tables, fields such as the
 //! merge field) through the Meta API; it never deletes, renames or retypes anything.
 //!
-//! The ids the base had at the last check are kept (`sync_checkpoint` `airtable.binding`), so
-//! a table or field an admin renamed is reported as a rename (same id, new name), not as
-//! missing.
+//! The base is read through the ids bound before ([`crate::airtable::binding`]), so a table
+//! or field an admin renamed is reported as a rename (same id, new name), and passes: the
+//! sync puts ids on the wire and goes on.
 
-use crate::airtable::{meta::BaseMeta, AirtableClient, AirtableError, Lane};
-use crate::postgres::checkpoint;
+use crate::airtable::{
+    binding::{KnownIds, Wire},
+    meta::BaseMeta,
+    AirtableClient, AirtableError, Lane,
+};
 use reqwest::Method;
 use schema::mapping::{FieldKind, FieldMapping, MappedTable, Mapping};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use std::collections::{BTreeMap, HashSet};
-
-const BINDING: &str = "airtable.binding";
+use std::collections::HashSet;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Level {
     Ok,
+    /// Renamed in Airtable since it was bound: the sync goes on by id.
+    Renamed,
     /// Missing; `--apply` creates it.
     Missing,
     /// The daemon cannot run until someone fixes it by hand (or in the mapping).
@@ -44,10 +47,6 @@ enum Creation {
     Field { mapped: usize, def: FieldMapping },
 }
 
-/// The ids each mapped name had at the last good check: table name -> (id, field -> id).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Binding(BTreeMap<String, (String, BTreeMap<String, String>)>);
-
 pub struct Report {
     pub findings: Vec<Finding>,
     creations: Vec<Creation>,
@@ -56,7 +55,7 @@ pub struct Report {
 impl Report {
     /// The daemon could not run against the base as it is.
     pub fn fails(&self) -> bool {
-        self.findings.iter().any(|f| f.level != Level::Ok)
+        self.findings.iter().any(|f| matches!(f.level, Level::Missing | Level::Fail))
     }
 }
 
@@ -74,8 +73,9 @@ fn fields_of(t: &MappedTable) -> impl Iterator<Item = &FieldMapping> {
     t.columns.iter().map(|c| &c.field).chain(t.derived.iter().map(|(_, f)| f))
 }
 
-/// Compares the base with the mapping.
-fn compare(mapping: &Mapping, meta: &BaseMeta, binding: &Binding) -> Report {
+/// Compares the base (under the mapping's names, see [`BaseMeta::as_mapped`]) with the
+/// mapping.
+fn compare(mapping: &Mapping, meta: &BaseMeta) -> Report {
     let mut findings = Vec::new();
     let mut creations = Vec::new();
     let mut push =
@@ -89,43 +89,16 @@ fn compare(mapping: &Mapping, meta: &BaseMeta, binding: &Binding) -> Report {
             })
         };
     for (mi, t) in mapping.tables.iter().enumerate() {
-        let bound = binding.0.get(&t.airtable);
-        let at = match meta.table(&t.airtable) {
-            Some(at) => at,
-            None => match bound.and_then(|(id, _)| meta.table(id)) {
-                Some(renamed) => {
-                    push(
-                        Level::Fail,
-                        &t.airtable,
-                        None,
-                        format!(
-                            "table {} was renamed to {:?} in Airtable",
-                            renamed.id, renamed.name
-                        ),
-                        Some(format!(
-                            "set airtable = {:?} for {} in the mapping (or rename it back)",
-                            renamed.name, t.table.name
-                        )),
-                    );
-                    continue;
-                }
-                None => {
-                    push(
-                        Level::Missing,
-                        &t.airtable,
-                        None,
-                        format!("no table {:?} (mapped from {})", t.airtable, t.table.name),
-                        Some("`cdc airtable check --apply` creates it".into()),
-                    );
-                    creations.push(Creation::Table { mapped: mi });
-                    continue;
-                }
-            },
-        };
-        let was = |name: &str| {
-            bound
-                .and_then(|(_, f)| f.get(name))
-                .and_then(|id| at.fields.iter().find(|f| &f.id == id))
+        let Some(at) = meta.table(&t.airtable) else {
+            push(
+                Level::Missing,
+                &t.airtable,
+                None,
+                format!("no table {:?} (mapped from {})", t.airtable, t.table.name),
+                Some("`cdc airtable check --apply` creates it".into()),
+            );
+            creations.push(Creation::Table { mapped: mi });
+            continue;
         };
         match at.field(&mapping.merge_field) {
             Some(f) if matches!(f.kind.as_str(), "singleLineText" | "multilineText" | "number") => {
@@ -166,31 +139,14 @@ fn compare(mapping: &Mapping, meta: &BaseMeta, binding: &Binding) -> Report {
         for def in fields_of(t) {
             let name = def.field.as_str();
             let Some(f) = at.field(name) else {
-                match was(name) {
-                    Some(renamed) => push(
-                        Level::Fail,
-                        &t.airtable,
-                        Some(name),
-                        format!(
-                            "field {} was renamed to {:?} in Airtable",
-                            renamed.id, renamed.name
-                        ),
-                        Some(format!(
-                            "set field = {:?} in the mapping (or rename it back)",
-                            renamed.name
-                        )),
-                    ),
-                    None => {
-                        push(
-                            Level::Missing,
-                            &t.airtable,
-                            Some(name),
-                            format!("no field {name:?} ({})", def.kind.as_str()),
-                            Some("`cdc airtable check --apply` creates it".into()),
-                        );
-                        creations.push(Creation::Field { mapped: mi, def: def.clone() });
-                    }
-                }
+                push(
+                    Level::Missing,
+                    &t.airtable,
+                    Some(name),
+                    format!("no field {name:?} ({})", def.kind.as_str()),
+                    Some("`cdc airtable check --apply` creates it".into()),
+                );
+                creations.push(Creation::Field { mapped: mi, def: def.clone() });
                 continue;
             };
             if !compatible(&def.kind, &f.kind) {
@@ -289,16 +245,41 @@ pub struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    /// Reads the base and compares it; a base that fits has its ids remembered.
+    /// Reads the base through the bound ids and compares it; the ids of what it has are
+    /// remembered.
     pub async fn check(&self) -> Result<Report, CheckError> {
-        let meta = BaseMeta::from_json(&self.client.tables(Lane::Bulk).await?);
-        let binding: Binding = checkpoint::read(self.pool, BINDING)
-            .await?
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default();
-        let report = compare(self.mapping, &meta, &binding);
-        self.remember(&meta, binding).await?;
+        let (meta, wire) = self.read().await?;
+        let mut report = compare(self.mapping, &meta);
+        for (was, now) in wire.renames() {
+            let (table, field) = match was.split_once('.') {
+                Some((t, f)) => (t.to_owned(), Some(f.to_owned())),
+                None => (was.clone(), None),
+            };
+            let new_name = match &field {
+                Some(_) => now.split_once('.').map_or(now.as_str(), |(_, f)| f),
+                None => now.as_str(),
+            };
+            report.findings.push(Finding {
+                level: Level::Renamed,
+                table,
+                field,
+                detail: format!(
+                    "was renamed to {new_name:?} in Airtable (same id): the sync goes on by id"
+                ),
+                fix: Some(format!("none needed; to match, name it {new_name:?} in the mapping")),
+            });
+        }
         Ok(report)
+    }
+
+    /// The base under the mapping's names, and the binding it was read through (saved).
+    async fn read(&self) -> Result<(BaseMeta, Wire), CheckError> {
+        let meta = BaseMeta::from_json(&self.client.tables(Lane::Bulk).await?);
+        let mut known = KnownIds::load(self.pool).await?;
+        let wire = Wire::resolve(&meta, self.mapping, &known);
+        known.learn(&wire);
+        known.save(self.pool).await?;
+        Ok((meta.as_mapped(&wire), wire))
     }
 
     /// Creates what the report found missing: tables first (the merge field as primary),
@@ -335,7 +316,7 @@ impl Checker<'_> {
             }
         }
         fields.sort_by_key(|(_, f)| f.link.is_some());
-        let meta = BaseMeta::from_json(&self.client.tables(Lane::Bulk).await?);
+        let (meta, _) = self.read().await?;
         for (mi, def) in fields {
             let t = &self.mapping.tables[mi];
             let Some(at) = meta.table(&t.airtable) else { continue };
@@ -357,23 +338,5 @@ impl Checker<'_> {
             Err(e) if e.is_auth() => Err(CheckError::NoSchemaWrite),
             other => Ok(other?),
         }
-    }
-
-    /// Keeps the ids of every mapped name the base has now (renames are found against them).
-    async fn remember(&self, meta: &BaseMeta, mut binding: Binding) -> sqlx::Result<()> {
-        for t in &self.mapping.tables {
-            let Some(at) = meta.table(&t.airtable) else { continue };
-            let entry = binding
-                .0
-                .entry(t.airtable.clone())
-                .or_insert_with(|| (at.id.clone(), BTreeMap::new()));
-            entry.0 = at.id.clone();
-            for def in fields_of(t) {
-                if let Some(f) = at.field(&def.field) {
-                    entry.1.insert(def.field.clone(), f.id.clone());
-                }
-            }
-        }
-        checkpoint::write(self.pool, BINDING, &json!(binding)).await
     }
 }

@@ -184,7 +184,9 @@ impl Inbound {
 
     async fn refresh_schema(&self) -> Result<(), crate::airtable::AirtableError> {
         let meta = self.client.tables(Lane::Fast).await?;
-        self.set_schema(&crate::airtable::meta::BaseMeta::from_json(&meta)).await;
+        // Under the mapping's names: a field renamed since start keeps its id.
+        let meta = self.client.rebound(&crate::airtable::meta::BaseMeta::from_json(&meta));
+        self.set_schema(&meta).await;
         Ok(())
     }
 

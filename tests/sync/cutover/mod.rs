@@ -122,10 +122,14 @@ async fn a_legacy_base_is_checked_imported_verified_and_rolled_forward() {
     let o = cli.run(&["airtable", "check", "--apply"]).await;
     assert!(o.ok, "{}\n{}", o.stdout, o.stderr);
     assert!(o.stdout.contains("created field \"Programs\".\"pg_id\""), "{}", o.stdout);
-    // A rename is reported as one (same id, new name), with its fix.
+    // A rename is reported as one (same id, new name), and passes: ids are on the wire.
     e.admin().rename_field(BASE, "Programs", "Motivation", "Why").expect("rename");
     let o = cli.run(&["airtable", "check"]).await;
-    assert!(!o.ok && o.stdout.contains("was renamed to \"Why\""), "{}", o.stdout);
+    assert!(
+        o.ok && o.stdout.contains("RENAMED") && o.stdout.contains("was renamed to \"Why\""),
+        "{}",
+        o.stdout
+    );
     e.admin().rename_field(BASE, "Programs", "Why", "Motivation").expect("rename back");
 
     // 2. The import refuses to run before the slot, then is killed mid-way and resumed.
@@ -219,16 +223,42 @@ async fn a_legacy_base_is_checked_imported_verified_and_rolled_forward() {
         e.admin().records(BASE, "Programs").expect("programs").len(),
         legacy.expected["programs"]
     );
-    // 4. An app write to an imported row updates its record, never a second one.
+    // 4. An admin renames tables and fields under the running daemon: the sync goes on.
+    e.admin().rename_table(BASE, "Programs", "Coaching programs").expect("rename");
+    e.admin().rename_field(BASE, "Coaching programs", "Motivation", "Why").expect("rename");
+    e.admin().rename_field(BASE, "Goals", "Name", "Title").expect("rename");
+    let goal = legacy.ids["Goals"][1].clone();
+    e.admin()
+        .update_record(
+            BASE,
+            "Goals",
+            &goal,
+            serde_json::json!({ "Title": "Goal 1, renamed field" }),
+        )
+        .expect("edit");
+    until_ok(
+        Duration::from_secs(30),
+        "the edit under a renamed field reaches Postgres",
+        || async {
+            match count(&db, "SELECT count(*) FROM goals WHERE name = 'Goal 1, renamed field'")
+                .await
+            {
+                1 => Ok(()),
+                n => Err(format!("{n} rows")),
+            }
+        },
+    )
+    .await;
+    // An app write to an imported row updates its record, never a second one.
     sqlx::query("UPDATE programs SET motivation = 'changed in the app' WHERE name = 'Program 5'")
         .execute(&db.pool)
         .await
         .expect("update");
     until_ok(Duration::from_secs(30), "the change reaches the imported record", || async {
-        let records = e.admin().records(BASE, "Programs").map_err(|e| format!("{e:?}"))?;
+        let records = e.admin().records(BASE, "Coaching programs").map_err(|e| format!("{e:?}"))?;
         let hits: Vec<_> = records.iter().filter(|r| r["fields"]["Name"] == "Program 5").collect();
         match hits.as_slice() {
-            [r] if r["fields"]["Motivation"] == "changed in the app"
+            [r] if r["fields"]["Why"] == "changed in the app"
                 && r["fields"]["pg_id"].is_string() =>
             {
                 Ok(())
@@ -238,9 +268,14 @@ async fn a_legacy_base_is_checked_imported_verified_and_rolled_forward() {
     })
     .await;
     assert_eq!(
-        e.admin().records(BASE, "Programs").expect("programs").len(),
+        e.admin().records(BASE, "Coaching programs").expect("programs").len(),
         legacy.expected["programs"]
     );
+    let o = cli.run(&["verify", "--table", "goals"]).await;
+    assert!(o.ok, "verify reads through the renames too: {}", o.stdout);
+    e.admin().rename_table(BASE, "Coaching programs", "Programs").expect("rename back");
+    e.admin().rename_field(BASE, "Programs", "Why", "Motivation").expect("rename back");
+    e.admin().rename_field(BASE, "Goals", "Title", "Name").expect("rename back");
 
     // 5. Drift of every kind: verify names it, --repair sets it right by the side that owns
     // it, beside the running daemon (the repair writes under the operator's origin).
