@@ -5,6 +5,7 @@ pub mod api;
 pub mod bin;
 pub mod cdc;
 pub mod inbound;
+pub mod legacy;
 pub mod pg;
 
 pub use bin::cargo_bin;

@@ -2,15 +2,13 @@
 //! import (killed and resumed), bad records dead-lettered then fixed, verify, the first
 //! outbound writes, an admin's edit of a Postgres-owned field, the roll forward.
 
-mod fixture;
-
 use airtable_emulator::{Emulator, RateLimits};
 use std::{process::Stdio, time::Duration};
 use testkit::{
     airtable::{cdc_run, emulator, BASE, TOKEN},
     cargo_bin,
     cdc::{free_port, slot_name, until_ok, wait_until},
-    TestDb,
+    legacy as fixture, TestDb,
 };
 
 const ALL_SCOPES: [&str; 5] = [

@@ -2,10 +2,10 @@
 //! everywhere, no `pg_id` field, formula fields the mapping ignores, and a handful of bad
 //! records. What Postgres must hold after an import is known from the generator alone.
 
+use crate::airtable::{mapping, BASE};
 use airtable_emulator::Emulator;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use testkit::airtable::{mapping, BASE};
 
 /// The base's schema: the mapping's tables and fields without the merge field (the first
 /// mapped field is primary), plus fields the mapping does not know.
