@@ -121,6 +121,15 @@ async fn main() {
     let per_record = import.requests as f64 / records as f64;
     let verify = cdc(&bin, &url, &e, &["verify"]).await;
     let sampled = cdc(&bin, &url, &e, &["verify", "--sample", "100"]).await;
+    // What is not derived progress (which waits for `cdc run`), for the note.
+    for l in verify.stdout.lines().filter(|l| {
+        l.contains(": postgres") && !l.contains("sessions:") && !l.contains("Progress %:")
+            || l.ends_with(": missing_in_airtable")
+            || l.ends_with(": missing_in_postgres")
+            || l.ends_with(": duplicate")
+    }) {
+        eprintln!("verify: {l}");
+    }
     let stats = e.admin().stats();
 
     let yes = |ok: bool| if ok { "yes" } else { "no" }.to_owned();
