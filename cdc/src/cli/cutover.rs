@@ -93,8 +93,7 @@ pub async fn airtable(action: AirtableAction) -> anyhow::Result<()> {
             }
         }
     }
-    let bad =
-        report.findings.iter().filter(|f| matches!(f.level, Level::Missing | Level::Fail)).count();
+    let bad = report.findings.iter().filter(|f| f.level.blocks()).count();
     if bad > 0 {
         bail!("{bad} problem(s): the daemon cannot run against this base yet");
     }

@@ -30,6 +30,13 @@ pub enum Level {
     Fail,
 }
 
+impl Level {
+    /// The daemon could not run against the base while a finding has this level.
+    pub fn blocks(self) -> bool {
+        matches!(self, Level::Missing | Level::Fail)
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
     pub level: Level,
@@ -55,7 +62,7 @@ pub struct Report {
 impl Report {
     /// The daemon could not run against the base as it is.
     pub fn fails(&self) -> bool {
-        self.findings.iter().any(|f| matches!(f.level, Level::Missing | Level::Fail))
+        self.findings.iter().any(|f| f.level.blocks())
     }
 }
 

@@ -91,6 +91,17 @@ pub struct Verifier {
     pool: PgPool,
 }
 
+/// Records as the records API returns them, as (record id, cells).
+fn by_record(records: Vec<Value>) -> impl Iterator<Item = (String, Map<String, Value>)> {
+    records.into_iter().filter_map(|mut r| {
+        let id = r["id"].as_str()?.to_owned();
+        match r["fields"].take() {
+            Value::Object(f) => Some((id, f)),
+            _ => None,
+        }
+    })
+}
+
 /// Equal once Postgres cast both: empty text is no text, and link order does not matter.
 fn same(a: &Value, b: &Value) -> bool {
     let norm = |v: &Value| match v {
@@ -140,11 +151,7 @@ impl Verifier {
         let mut records: HashMap<String, Map<String, Value>> = HashMap::new();
         let mut pages = super::Pages::new(&self.client, &t.airtable, None, &fields);
         while let Some(page) = pages.next().await? {
-            for r in page {
-                if let (Some(id), Value::Object(f)) = (r["id"].as_str(), &r["fields"]) {
-                    records.insert(id.to_owned(), f.clone());
-                }
-            }
+            records.extend(by_record(page));
         }
         let live = if t.table.rows_owned_by_airtable() { " WHERE deleted_at IS NULL" } else { "" };
         let rows: Vec<Uuid> =
@@ -217,11 +224,9 @@ impl Verifier {
             matched.truncate(n);
             let ids: Vec<String> = matched.iter().map(|(_, r)| r.clone()).collect();
             let full = read_fields(t, &merge);
-            for r in self.client.records_by_id(Lane::Bulk, &t.airtable, &ids, &full).await? {
-                if let (Some(id), Value::Object(f)) = (r["id"].as_str(), &r["fields"]) {
-                    records.insert(id.to_owned(), f.clone());
-                }
-            }
+            records.extend(by_record(
+                self.client.records_by_id(Lane::Bulk, &t.airtable, &ids, &full).await?,
+            ));
         }
         out.compared = matched.len() as u64;
         for chunk in matched.chunks(500) {
@@ -258,12 +263,9 @@ impl Verifier {
         if !pairs.is_empty() {
             let ids: Vec<String> = pairs.iter().map(|(_, r)| r.clone()).collect();
             let full = read_fields(t, &self.mapping.merge_field);
-            let mut records = HashMap::new();
-            for r in self.client.records_by_id(Lane::Bulk, &t.airtable, &ids, &full).await? {
-                if let (Some(id), Value::Object(f)) = (r["id"].as_str(), &r["fields"]) {
-                    records.insert(id.to_owned(), f.clone());
-                }
-            }
+            let records: HashMap<_, _> =
+                by_record(self.client.records_by_id(Lane::Bulk, &t.airtable, &ids, &full).await?)
+                    .collect();
             let mut again = Vec::new();
             self.compare_fields(ti, &pairs, &records, &mut again).await?;
             let seen: HashSet<_> = fields.iter().map(|m| key(m)).collect();
