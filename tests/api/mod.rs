@@ -3,5 +3,6 @@
 mod auth;
 mod contract;
 mod pipeline;
+mod planning;
 mod resources;
 mod schemathesis;

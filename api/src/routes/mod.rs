@@ -50,6 +50,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(programs::list, programs::create))
         .routes(routes!(programs::get, programs::update, programs::delete))
         .routes(routes!(programs::get_planning, programs::update_planning))
+        .routes(routes!(programs::schedule))
         .routes(routes!(programs::methods))
         .routes(routes!(usage::habits::list, usage::habits::create, usage::habits::delete))
         .routes(routes!(usage::methods::create, usage::methods::update))

@@ -3,7 +3,9 @@
 use crate::{
     auth::AuthUser,
     data::{
-        programs::{self as db, NewProgram, Planning, PlanningChanges, Program, ProgramChanges},
+        programs::{
+            self as db, NewProgram, Planning, PlanningChanges, Program, ProgramChanges, Replan,
+        },
         reference::Method,
     },
     error::{ApiError, ErrorBody},
@@ -52,7 +54,8 @@ pub async fn list(
     Ok(Json(db::list(&state.pool, user.id).await?))
 }
 
-/// Start a program. Programs of one user never overlap in dates (409).
+/// Start a program, with its planning: one day per selected weekday between start and end,
+/// carrying the program's methods. Programs of one user never overlap in dates (409).
 #[utoipa::path(post, path = "/api/programs", tag = "programs", security(("bearer" = [])), request_body = NewProgram,
     responses((status = 201, body = Program), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
@@ -65,6 +68,7 @@ pub async fn create(
     check_text("motivation", p.motivation.as_ref(), 5000)?;
     let mut tx = state.pool.begin().await.map_err(DbError::from)?;
     let id = db::insert(&mut *tx, user.id, &p).await?;
+    db::replan(&mut *tx, user.id, id, Replan::FromStart, &[]).await?;
     let program = db::get(&mut *tx, user.id, id).await?.ok_or(ApiError::NotFound)?;
     tx.commit().await.map_err(DbError::from)?;
     Ok((StatusCode::CREATED, Json(program)))
@@ -81,7 +85,8 @@ pub async fn get(
     db::get(&state.pool, user.id, id).await?.map(Json).ok_or(ApiError::NotFound)
 }
 
-/// Change a program.
+/// Change a program. New dates, weekdays or methods plan the days from today on again; days
+/// with usage, and days before today, stay as they are.
 #[utoipa::path(patch, path = "/api/programs/{id}", tag = "programs", security(("bearer" = [])), params(("id" = Uuid, Path)), request_body = ProgramChanges,
     responses((status = 200, body = Program), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
@@ -94,8 +99,13 @@ pub async fn update(
     check_text("name", c.name.as_ref(), 200)?;
     check_text("motivation", c.motivation.as_ref(), 5000)?;
     let mut tx = state.pool.begin().await.map_err(DbError::from)?;
-    if !db::update(&mut *tx, user.id, id, &c).await? {
-        return Err(ApiError::NotFound);
+    let old_methods = db::update(&mut *tx, user.id, id, &c).await?.ok_or(ApiError::NotFound)?;
+    let replans = c.start_date.is_some()
+        || c.end_date.is_some()
+        || c.day_of_week_ids.is_some()
+        || c.method_ids.is_some();
+    if replans {
+        db::replan(&mut *tx, user.id, id, Replan::FromToday, &old_methods).await?;
     }
     let program = db::get(&mut *tx, user.id, id).await?.ok_or(ApiError::NotFound)?;
     tx.commit().await.map_err(DbError::from)?;
@@ -115,6 +125,22 @@ pub async fn delete(
     } else {
         Err(ApiError::NotFound)
     }
+}
+
+/// A program's planning, by date.
+#[utoipa::path(get, path = "/api/programs/{id}/schedule", tag = "programs", security(("bearer" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, body = Vec<Planning>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn schedule(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Vec<Planning>>, ApiError> {
+    let days = db::schedule(&state.pool, user.id, id).await?;
+    // Only an empty answer needs telling "no planning" from "not yours".
+    if days.is_empty() && !db::exists(&state.pool, user.id, id).await? {
+        return Err(ApiError::NotFound);
+    }
+    Ok(Json(days))
 }
 
 /// One day of a program's planning.
