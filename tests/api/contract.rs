@@ -17,6 +17,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/auth/invitations", &["post"]),
         ("/api/programs", &["get", "post"]),
         ("/api/programs/{id}", &["get", "patch", "delete"]),
+        ("/api/programs/{id}/schedule", &["get"]),
         ("/api/programs/{id}/schedule/{planning_id}", &["get", "patch"]),
         ("/api/programs/{id}/methods", &["get"]),
         ("/api/habit-usage", &["get", "post", "delete"]),
