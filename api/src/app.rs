@@ -2,7 +2,9 @@
 //! `run_until_stopped()`.
 
 use crate::{
-    auth::read_through::ReadThrough, data::pipeline::Pipeline, middleware, routes, AppState, Config,
+    auth::{access::Access, read_through::ReadThrough},
+    data::pipeline::Pipeline,
+    middleware, routes, AppState, Config,
 };
 use schema::postgres::{self, migrate::MigrationError, DbError};
 use std::sync::Arc;
@@ -39,7 +41,10 @@ impl Application {
         let read_through = (!config.read_through_wait.is_zero())
             .then(|| Arc::new(ReadThrough::start(pool.clone(), config.read_through_wait)));
         let pipeline = Pipeline::connect(&config.postgres, config.pipeline_connections).await;
-        let state = AppState { pool, auth: config.auth.clone(), pipeline, read_through };
+        let access = Access::start(pool.clone()).await.map(Arc::new).map_err(|e| {
+            StartError::Connect { url: config.postgres.redacted_url(), source: e.into() }
+        })?;
+        let state = AppState { pool, auth: config.auth.clone(), pipeline, read_through, access };
         let router = middleware::wrap(routes::router(state), &config);
         Ok(Self { listener, router })
     }

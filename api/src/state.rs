@@ -1,4 +1,7 @@
-use crate::{auth::read_through::ReadThrough, config::AuthConfig};
+use crate::{
+    auth::{access::Access, read_through::ReadThrough},
+    config::AuthConfig,
+};
 use schema::postgres::PgPool;
 use std::sync::Arc;
 
@@ -11,4 +14,6 @@ pub struct AppState {
     pub pipeline: Option<Arc<crate::data::pipeline::Pipeline>>,
     /// Asks the daemon for users Postgres lacks at login; None = off.
     pub read_through: Option<Arc<ReadThrough>>,
+    /// Users whose tokens are refused (disabled or deleted since they signed in).
+    pub access: Arc<Access>,
 }

@@ -6,3 +6,6 @@ pub const USER_LOOKUP: &str = "coach_user_lookup";
 pub const USER_SYNCED: &str = "coach_user_synced";
 /// Daemon -> API: Airtable has no such user, or could not be asked (payload: the email).
 pub const USER_MISSING: &str = "coach_user_missing";
+/// Database -> API: a user's status or deletion changed (payload: the user's id), sent at
+/// commit by a trigger; the API re-reads whether that user may still sign requests.
+pub const USER_ACCESS: &str = "coach_user_access";

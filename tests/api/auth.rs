@@ -2,6 +2,7 @@ use chrono::{Duration, Utc};
 use serde_json::json;
 use testkit::{
     api::{auth_config, code, serve, user_with_password, Client, DEMO, PASSWORD},
+    cdc::wait_until,
     test_db,
 };
 
@@ -202,4 +203,93 @@ async fn a_provisioned_user_sets_a_first_password_once_with_an_invitation() {
     let (s, _) =
         anon.post("/api/auth/refresh", json!({ "refresh_token": session["refresh_token"] })).await;
     assert_eq!(s.as_u16(), 401, "a password change revokes refresh tokens");
+}
+
+/// Disabled means disabled: a token issued before the user was disabled (or deleted) stops
+/// working within seconds, on reads and on writes, and works again when re-enabled.
+#[tokio::test]
+async fn a_disabled_or_deleted_user_loses_access_at_once() {
+    let db = test_db().await;
+    sqlx::raw_sql(DEMO).execute(&db.pool).await.expect("demo");
+    user_with_password(&db.pool, "demo@example.com", "user").await;
+    let gone = user_with_password(&db.pool, "gone@example.com", "user").await;
+    let hard = user_with_password(&db.pool, "hard@example.com", "user").await;
+    let base = serve(&db.url()).await;
+    let (c, _) = Client::signed_in(&base, "demo@example.com").await;
+    let (g, _) = Client::signed_in(&base, "gone@example.com").await;
+    let write = || {
+        c.post(
+            "/api/habit-usage",
+            json!({ "method_id": "00000000-0000-4000-8000-000000000403", "date": "2030-01-01" }),
+        )
+    };
+    assert_eq!(c.get("/api/auth/me").await.0.as_u16(), 200);
+
+    // As the inbound sync applies it from Airtable.
+    sqlx::query("UPDATE users SET status = 'disabled' WHERE email = 'demo@example.com'")
+        .execute(&db.pool)
+        .await
+        .expect("disable");
+    wait_until(std::time::Duration::from_secs(5), "the token is refused", || async {
+        c.get("/api/auth/me").await.0.as_u16() == 401
+    })
+    .await;
+    let (s, b) = c.get("/api/auth/me").await;
+    assert_eq!(
+        (s.as_u16(), code(&b), b["error"]["message"].clone()),
+        (401, "unauthenticated", json!("this account is disabled"))
+    );
+    let (s, _) = write().await;
+    assert_eq!(s.as_u16(), 401, "a write is refused too");
+    let usage: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM habit_usage WHERE date = '2030-01-01'")
+            .fetch_one(&db.pool)
+            .await
+            .expect("count");
+    assert_eq!(usage, 0);
+
+    sqlx::query("UPDATE users SET status = 'active' WHERE email = 'demo@example.com'")
+        .execute(&db.pool)
+        .await
+        .expect("enable");
+    wait_until(std::time::Duration::from_secs(5), "the token works again", || async {
+        c.get("/api/auth/me").await.0.as_u16() == 200
+    })
+    .await;
+    assert_eq!(write().await.0.as_u16(), 201);
+
+    // Soft-deleted, then deleted outright: refused either way.
+    assert_eq!(g.get("/api/auth/me").await.0.as_u16(), 200);
+    sqlx::query("UPDATE users SET deleted_at = now() WHERE id = $1")
+        .bind(gone)
+        .execute(&db.pool)
+        .await
+        .expect("soft delete");
+    wait_until(std::time::Duration::from_secs(5), "a soft-deleted user is refused", || async {
+        g.get("/api/auth/me").await.0.as_u16() == 401
+    })
+    .await;
+    let (h, _) = Client::signed_in(&base, "hard@example.com").await;
+    assert_eq!(h.get("/api/auth/me").await.0.as_u16(), 200);
+    sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(hard)
+        .execute(&db.pool)
+        .await
+        .expect("delete");
+    wait_until(std::time::Duration::from_secs(5), "a deleted user is refused", || async {
+        h.get("/api/auth/me").await.0.as_u16() == 401
+    })
+    .await;
+    // A new server reads the set whole at start.
+    let again = serve(&db.url()).await;
+    sqlx::query("UPDATE users SET status = 'disabled' WHERE email = 'demo@example.com'")
+        .execute(&db.pool)
+        .await
+        .expect("disable");
+    let mut late = Client::new(&again);
+    late.token = c.token.clone();
+    wait_until(std::time::Duration::from_secs(5), "refused by a second server", || async {
+        late.get("/api/auth/me").await.0.as_u16() == 401
+    })
+    .await;
 }

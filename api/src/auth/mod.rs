@@ -1,6 +1,7 @@
 //! Authentication: short-lived access JWTs, rotating refresh tokens stored hashed, argon2id
 //! passwords, one-time invitation codes for a first password.
 
+pub mod access;
 pub mod jwt;
 pub mod password;
 pub mod read_through;
@@ -43,6 +44,10 @@ impl FromRequestParts<AppState> for AuthUser {
             .strip_prefix("Bearer ")
             .ok_or(ApiError::Unauthenticated("missing bearer token"))?;
         let claims = jwt::verify(&state.auth, token)?;
+        // A user disabled or deleted since the token was issued.
+        if state.access.is_revoked(claims.sub) {
+            return Err(ApiError::Unauthenticated("this account is disabled"));
+        }
         Ok(AuthUser { id: claims.sub, role: claims.role })
     }
 }

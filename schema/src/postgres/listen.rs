@@ -7,8 +7,22 @@ use std::time::Duration;
 
 /// Calls `on_notify(channel, payload)` for every notification on `channels`; never returns
 /// (drop or abort it to stop).
-pub async fn listen_forever<F>(pool: PgPool, channels: &[&str], mut on_notify: F)
+pub async fn listen_forever<F>(pool: PgPool, channels: &[&str], on_notify: F)
 where
+    F: FnMut(&str, &str),
+{
+    listen_forever_from(pool, channels, || {}, on_notify).await
+}
+
+/// [`listen_forever`], calling `on_listening()` each time the LISTEN is (re)established:
+/// from then on nothing is missed, so a caller that keeps state re-reads it there.
+pub async fn listen_forever_from<L, F>(
+    pool: PgPool,
+    channels: &[&str],
+    mut on_listening: L,
+    mut on_notify: F,
+) where
+    L: FnMut(),
     F: FnMut(&str, &str),
 {
     let mut backoff = Duration::from_millis(200);
@@ -28,6 +42,7 @@ where
             }
         };
         backoff = Duration::from_millis(200);
+        on_listening();
         loop {
             match listener.recv().await {
                 Ok(n) => on_notify(n.channel(), n.payload()),

@@ -14,7 +14,7 @@ mod transaction;
 pub use config::{ConfigError, PgConfig, SslMode, UrlParts};
 pub use error::{DbError, DbErrorKind};
 pub use health::{readiness, Readiness};
-pub use listen::listen_forever;
+pub use listen::{listen_forever, listen_forever_from};
 pub use pool::{connect, record_pool_metrics, timed};
 pub use transaction::{with_transaction, Isolation, RetryPolicy, Retryable, TxFuture};
 
