@@ -9,11 +9,13 @@
 
 pub mod channels;
 pub mod env;
+pub mod invitations;
 pub mod limits;
 pub mod mapping;
 pub mod metrics;
 pub mod outbox;
 pub mod postgres;
 pub mod registry;
+pub mod secrets;
 pub mod shutdown;
 pub mod users;

@@ -2,6 +2,7 @@
 
 mod auth;
 mod contract;
+mod invitations;
 mod pipeline;
 mod planning;
 mod resources;

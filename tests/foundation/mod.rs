@@ -1,5 +1,6 @@
 mod catalog;
 mod errors;
+mod init;
 mod migrations;
 mod roles;
 mod startup;

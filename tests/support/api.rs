@@ -62,12 +62,16 @@ impl Client {
     }
 
     pub async fn signed_in(base: &str, email: &str) -> (Self, Value) {
+        Self::signed_in_with(base, email, PASSWORD).await
+    }
+
+    pub async fn signed_in_with(base: &str, email: &str, password: &str) -> (Self, Value) {
         let mut c = Self::new(base);
         let (status, session) = c
             .call(
                 Method::POST,
                 "/api/auth/login",
-                Some(json!({ "email": email, "password": PASSWORD })),
+                Some(json!({ "email": email, "password": password })),
             )
             .await;
         assert_eq!(status, StatusCode::OK, "login {email}: {session}");

@@ -460,6 +460,26 @@ async fn a_login_reads_a_missing_user_through_from_airtable() {
         sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&db.pool).await.expect("count");
     assert_eq!(users, 2, "the demo user and Lees, nobody else");
     first_login(&base, &db.pool, "Lees@Example.com").await;
+
+    // A miss is not remembered for long: a user created in Airtable right after a failed
+    // login is brought by a later login within seconds (it used to wait 30 s).
+    let late = json!({ "email": "laat@example.com", "password": "whatever it is" });
+    assert_eq!(anon.post("/api/auth/login", late.clone()).await.0.as_u16(), 401);
+    e.admin()
+        .create_records(BASE, "Users", vec![json!({ "Email": "laat@example.com", "Name": "Laat", "Role": "user", "Status": "active", "Language": "nl" })])
+        .expect("create");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        anon.post("/api/auth/login", late.clone()).await;
+        if text(&db.pool, "SELECT id::text FROM users WHERE email = 'laat@example.com'")
+            .await
+            .is_some()
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the miss was remembered too long");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     r.stop().await;
 }
 

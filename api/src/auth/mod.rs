@@ -5,7 +5,8 @@ pub mod access;
 pub mod jwt;
 pub mod password;
 pub mod read_through;
-pub mod tokens;
+/// Opaque secrets (refresh tokens, invitation codes), shared with the operator CLI.
+pub use schema::secrets as tokens;
 
 use crate::{error::ApiError, AppState};
 use axum::{

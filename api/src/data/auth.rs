@@ -175,24 +175,3 @@ pub async fn use_invitation(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<(
         .await
         .map(|_| ())
 }
-
-/// Creates an invitation for `user` (who must exist); false when there is no such user.
-pub async fn create_invitation(
-    db: impl PgExecutor<'_>,
-    user: Uuid,
-    by: Uuid,
-    code_hash: &[u8],
-    expires: DateTime<Utc>,
-) -> sqlx::Result<bool> {
-    let n = sqlx::query(
-        "INSERT INTO password_invitations (user_id, code_hash, expires_at, created_by)
-         SELECT id, $3, $4, $2 FROM users WHERE id = $1 AND deleted_at IS NULL",
-    )
-    .bind(user)
-    .bind(by)
-    .bind(code_hash)
-    .bind(expires)
-    .execute(db)
-    .await?;
-    Ok(n.rows_affected() == 1)
-}

@@ -10,7 +10,10 @@ use crate::{
 };
 use axum::{extract::State, http::StatusCode, Json};
 use chrono::Utc;
-use schema::postgres::DbError;
+use schema::{
+    invitations::{self, Invitee},
+    postgres::DbError,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -198,7 +201,10 @@ pub async fn set_password(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InviteRequest {
-    pub user_id: Uuid,
+    /// The user's email, as in Airtable (case does not matter). Give this or `user_id`.
+    pub email: Option<String>,
+    /// The user's Postgres id. Give this or `email`.
+    pub user_id: Option<Uuid>,
     /// How long the code works; default 72 hours, at most 30 days.
     pub valid_hours: Option<u32>,
 }
@@ -210,7 +216,8 @@ pub struct Invitation {
     pub expires_at: chrono::DateTime<Utc>,
 }
 
-/// Issue a one-time code with which a user sets a password (coaches and admins only).
+/// Issue a one-time code with which a user sets a password (coaches and admins only), for a
+/// user named by email or id; 404 when Postgres has no such user.
 #[utoipa::path(post, path = "/api/auth/invitations", tag = "auth", security(("bearer" = [])), request_body = InviteRequest,
     responses((status = 201, body = Invitation), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn invite(
@@ -225,10 +232,14 @@ pub async fn invite(
     if hours == 0 || hours > 720 {
         return Err(ApiError::invalid("valid_hours", "must be between 1 and 720"));
     }
-    let (code, hash) = tokens::generate(12);
-    let expires_at = Utc::now() + chrono::Duration::hours(i64::from(hours));
-    if !db::create_invitation(&state.pool, req.user_id, staff.id, &hash, expires_at).await? {
-        return Err(ApiError::NotFound);
-    }
-    Ok((StatusCode::CREATED, Json(Invitation { code, expires_at })))
+    let who = match (&req.email, req.user_id) {
+        (Some(email), None) => Invitee::Email(email),
+        (None, Some(id)) => Invitee::Id(id),
+        _ => return Err(ApiError::invalid("email", "give either email or user_id")),
+    };
+    let valid = chrono::Duration::hours(i64::from(hours));
+    let issued = invitations::issue(&state.pool, who, Some(staff.id), valid)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok((StatusCode::CREATED, Json(Invitation { code: issued.code, expires_at: issued.expires_at })))
 }

@@ -10,6 +10,7 @@ use crate::{
     run::{airtable_sides, shutdown_on_signals, Daemon},
     telemetry::LogFormat,
 };
+mod admin;
 mod backfill;
 mod cutover;
 mod migrate;
@@ -47,6 +48,15 @@ pub enum Command {
         /// Only report the state; exit 1 when migrations are pending.
         #[arg(long)]
         check: bool,
+    },
+    /// A database from nothing, as its owner: migrations, the LOGIN users the API and the
+    /// daemon run as (API_DB_USER/API_DB_PASSWORD in coach_api, CDC_DB_USER/CDC_DB_PASSWORD
+    /// with REPLICATION in coach_sync), the publication. Idempotent: run it on every deploy.
+    Init,
+    /// Operator tasks for the PWA's users: `invite EMAIL` (a first password).
+    Admin {
+        #[command(subcommand)]
+        action: admin::AdminAction,
     },
     /// Stream committed changes from the slot (created with the publication when missing).
     Run {
@@ -273,24 +283,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = CdcConfig::from_env()?;
             let client = sql(&config).await?;
             let mapping = load_mapping().map_err(anyhow::Error::msg)?;
-            match publication::sync(&client, &config.publication, &mapping.published_tables())
-                .await?
-            {
-                publication::PublicationChange::Created => {
-                    println!("created publication {}", config.publication)
-                }
-                publication::PublicationChange::Altered { added, removed } => println!(
-                    "altered publication {}: added {added:?}, removed {removed:?}",
-                    config.publication
-                ),
-                publication::PublicationChange::Unchanged => println!(
-                    "publication {} already holds exactly the mapped tables",
-                    config.publication
-                ),
-            }
+            let change =
+                publication::sync(&client, &config.publication, &mapping.published_tables())
+                    .await?;
+            println!("{}", change.describe(&config.publication));
             Ok(())
         }
         Command::Dlq { action } => dlq_command(action).await,
+        Command::Init => admin::init().await,
+        Command::Admin { action } => admin::run(action).await,
         Command::Airtable { action } => cutover::airtable(action).await,
         Command::Import { since, tables } => cutover::import(since, tables).await,
         Command::Verify { table, sample, json, repair, wait } => {

@@ -49,7 +49,8 @@ pub struct InboundConfig {
     pub overlap: Duration,
     /// SYNC_INBOUND_RECONCILE_MS: full reconcile (deletions nothing reported); 0 = never.
     pub reconcile: Option<Duration>,
-    /// How long an email Airtable does not have is not asked for again.
+    /// SYNC_READ_THROUGH_MISS_MS: how long an email Airtable does not have is not asked
+    /// for again (5 s); forgotten at once when any users change arrives.
     pub negative_cache: Duration,
     /// SYNC_VERIFY_INTERVAL_MS: the sampled parity check (daily); 0 = never.
     pub verify_interval: Option<Duration>,
@@ -71,7 +72,7 @@ impl InboundConfig {
             poll: Duration::from_secs(120),
             overlap: Duration::from_secs(120),
             reconcile: Some(Duration::from_secs(3600)),
-            negative_cache: Duration::from_secs(30),
+            negative_cache: Duration::from_secs(5),
             verify_interval: Some(parity::DEFAULT_INTERVAL),
             verify_sample: 50,
             verify_settle: Duration::from_secs(60),
@@ -103,6 +104,7 @@ impl InboundConfig {
             Some(ms("SYNC_VERIFY_INTERVAL_MS", parity::DEFAULT_INTERVAL)?).filter(|d| !d.is_zero());
         c.verify_sample = schema::env::number("SYNC_VERIFY_SAMPLE", c.verify_sample)?;
         c.verify_settle = ms("SYNC_VERIFY_SETTLE_MS", c.verify_settle)?;
+        c.negative_cache = ms("SYNC_READ_THROUGH_MISS_MS", c.negative_cache)?;
         Ok(c)
     }
 }
@@ -120,6 +122,9 @@ pub struct Inbound {
     pinged_base: Notify,
     /// The hook was (re)created, so payloads may be lost: reconcile everything.
     reconcile_due: Notify,
+    /// Bumped when a users change arrives (a users ping, users payloads or poll results):
+    /// the read-through's cached misses from before it no longer hold.
+    users_changed: std::sync::atomic::AtomicU64,
 }
 
 impl Inbound {
@@ -138,6 +143,7 @@ impl Inbound {
             pinged_users: Notify::new(),
             pinged_base: Notify::new(),
             reconcile_due: Notify::new(),
+            users_changed: Default::default(),
         })
     }
 
@@ -150,6 +156,15 @@ impl Inbound {
             webhook::HookKind::Users => &self.pinged_users,
             webhook::HookKind::Base => &self.pinged_base,
         }
+    }
+
+    /// A users change arrived.
+    fn users_changed(&self) {
+        self.users_changed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn users_generation(&self) -> u64 {
+        self.users_changed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn users(&self) -> Option<TableId> {

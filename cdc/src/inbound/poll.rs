@@ -60,6 +60,9 @@ impl Inbound {
             ..Batch::default()
         };
         let applied = self.applier.apply(batch).await?;
+        if applied.written > 0 && Some(table) == self.users() {
+            self.users_changed();
+        }
         if applied.written > 0 {
             tracing::info!(
                 table = t.table.name,
@@ -158,21 +161,25 @@ impl Inbound {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let Some(users) = self.users() else { return };
-        let mut negative: std::collections::HashMap<String, Instant> = Default::default();
+        // Emails Airtable lacked: when asked, and the users generation then.
+        let mut negative: std::collections::HashMap<String, (Instant, u64)> = Default::default();
         let mut next_poll = Instant::now() + self.config.users_poll;
         loop {
             tokio::select! {
                 biased;
                 _ = super::stopped(&mut shutdown) => return,
                 Some(lookup) = lookups.recv() => {
-                    negative.retain(|_, at| at.elapsed() < self.config.negative_cache);
+                    let generation = self.users_generation();
+                    negative.retain(|_, (at, g)| {
+                        at.elapsed() < self.config.negative_cache && *g == generation
+                    });
                     let outcome = if negative.contains_key(&lookup.email) {
                         "cached_missing"
                     } else {
                         match self.look_up_user(&lookup.email).await {
                             Ok(true) => "found",
                             Ok(false) => {
-                                negative.insert(lookup.email.clone(), Instant::now());
+                                negative.insert(lookup.email.clone(), (Instant::now(), generation));
                                 "not_found"
                             }
                             Err(e) => {

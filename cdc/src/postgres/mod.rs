@@ -4,6 +4,7 @@
 pub mod check;
 pub mod checkpoint;
 pub mod dead_letter;
+pub mod logins;
 pub mod publication;
 pub mod slot;
 

@@ -11,6 +11,21 @@ pub enum PublicationChange {
     Unchanged,
 }
 
+impl PublicationChange {
+    /// One line for the operator.
+    pub fn describe(&self, name: &str) -> String {
+        match self {
+            Self::Created => format!("created publication {name}"),
+            Self::Altered { added, removed } => {
+                format!("altered publication {name}: added {added:?}, removed {removed:?}")
+            }
+            Self::Unchanged => {
+                format!("publication {name} already holds exactly the mapped tables")
+            }
+        }
+    }
+}
+
 /// The tables (schema, name) a publication holds now; None when it does not exist.
 pub async fn tables(
     client: &Client,

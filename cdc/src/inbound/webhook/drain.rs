@@ -99,6 +99,7 @@ impl Inbound {
             };
             let applied = self.applier.apply(batch).await?;
             if has_users {
+                self.users_changed();
                 metrics::histogram!("inbound_fast_lane_seconds")
                     .record(noticed.elapsed().as_secs_f64());
             }

@@ -45,6 +45,9 @@ async fn notification(
         return StatusCode::OK;
     }
     metrics::counter!("inbound_webhook_notifications_total", "mac" => "valid").increment(1);
+    if kind == super::HookKind::Users {
+        inbound.users_changed();
+    }
     // At most one read runs per hook with one queued: pings meanwhile merge into it.
     inbound.pinged(kind).notify_one();
     StatusCode::OK
