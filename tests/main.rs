@@ -2,5 +2,6 @@
 
 mod api;
 mod foundation;
+mod ops;
 mod replication;
 mod sync;

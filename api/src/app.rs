@@ -30,7 +30,7 @@ impl Application {
     /// Connects, checks the schema is current, binds. Nothing is served yet.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         // Before anything is measured: metrics recorded without a recorder are lost.
-        let _ = schema::metrics::prometheus();
+        routes::health::register_metrics();
         let pool = postgres::connect(&config.postgres).await.map_err(|source| {
             StartError::Connect { url: config.postgres.redacted_url(), source }
         })?;

@@ -63,6 +63,7 @@ pub fn register_metrics() {
         "sync_dlq_pending",
         "sync_backfill_jobs_open",
         "sync_parity_last_run_timestamp_seconds",
+        "cdc_ready",
     ] {
         metrics::gauge!(gauge).set(0.0);
     }
@@ -77,7 +78,7 @@ pub async fn serve(
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let mut app = Router::new()
-        .route("/metrics", get(|| async { prometheus().render() }))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .with_state(ops);
@@ -92,21 +93,30 @@ pub async fn serve(
     Ok((local, task))
 }
 
+/// The metrics, with `cdc_ready` as /readyz would answer now (alerts read it).
+async fn metrics(State(ops): State<Ops>) -> String {
+    let ready = readiness(&ops).is_ok();
+    metrics::gauge!("cdc_ready").set(if ready { 1.0 } else { 0.0 });
+    prometheus().render()
+}
+
 async fn ready(State(ops): State<Ops>) -> (StatusCode, String) {
+    match readiness(&ops) {
+        Ok(()) => (StatusCode::OK, "ready".into()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+}
+
+/// Ready, or why not.
+fn readiness(ops: &Ops) -> Result<(), String> {
     if let Some(problem) = ops.slot_problem.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-        return (StatusCode::SERVICE_UNAVAILABLE, problem);
+        return Err(problem);
     }
     if let Some(cause) = ops.stream.paused() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("sync paused: the destination refuses the daemon: {cause}"),
-        );
+        return Err(format!("sync paused: the destination refuses the daemon: {cause}"));
     }
     if !ops.stream.connected.load(Ordering::SeqCst) {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "replication stream not connected (yet); see the logs".into(),
-        );
+        return Err("replication stream not connected (yet); see the logs".into());
     }
-    (StatusCode::OK, "ready".into())
+    Ok(())
 }

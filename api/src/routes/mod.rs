@@ -1,7 +1,7 @@
 //! Every route, registered once: the router and the OpenAPI document come from the same list.
 
 mod auth;
-mod health;
+pub(crate) mod health;
 mod programs;
 mod reference;
 mod rewards;
@@ -74,10 +74,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 pub fn router(state: AppState) -> Router {
-    let (router, doc) = api().with_state(state).split_for_parts();
+    let (router, doc) = api().with_state(state.clone()).split_for_parts();
     let doc = Arc::new(doc);
     router
         .route("/api/openapi.json", get(move || std::future::ready(Json(doc.clone()))))
-        .route("/metrics", get(|| async { schema::metrics::prometheus().render() }))
+        .route("/metrics", get(move || health::metrics(state.clone())))
         .fallback(|| async { crate::ApiError::NotFound })
 }
