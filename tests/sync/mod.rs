@@ -6,4 +6,5 @@ mod daemon;
 mod hardening;
 mod inbound;
 mod inbound_healing;
+mod monitoring;
 mod outbound;
