@@ -5,22 +5,12 @@ use serde_json::json;
 use std::time::Duration;
 use testkit::{
     api::{code, serve, user_with_password, Client},
-    cargo_bin, test_db,
+    cdc_output, test_db,
 };
-use tokio::process::Command;
 
 async fn invite(url: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(cargo_bin("cdc"))
-        .args(["admin", "invite"])
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("LOG_FORMAT", "text")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run cdc");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.success(), text(&out.stdout), text(&out.stderr))
+    let args: Vec<&str> = ["admin", "invite"].into_iter().chain(args.iter().copied()).collect();
+    cdc_output(&args, &[("DATABASE_URL", url)]).await
 }
 
 fn code_line(out: &str) -> String {

@@ -4,7 +4,7 @@
 
 use sqlx::{Connection, PgConnection};
 use std::{process::Stdio, time::Duration};
-use testkit::{cargo_bin, cdc::free_port, cdc::wait_until, Cluster, ClusterOptions};
+use testkit::{cargo_bin, cdc::free_port, cdc::wait_until, cdc_output, Cluster, ClusterOptions};
 use tokio::process::Command;
 
 const API_PASSWORD: &str = "api 'secret' pw";
@@ -12,21 +12,15 @@ const CDC_PASSWORD: &str = "cdc-secret-pw";
 
 /// `cdc ARGS` with the environment of a deploy; (success, stdout, stderr).
 async fn cdc(url: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(cargo_bin("cdc"))
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("API_DB_PASSWORD", API_PASSWORD)
-        .env("CDC_DB_PASSWORD", CDC_PASSWORD)
-        .env("LOG_FORMAT", "text")
-        .env("CDC_SLOT", "day_one")
-        .env_remove("API_DB_USER")
-        .env_remove("CDC_DB_USER")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run cdc");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.success(), text(&out.stdout), text(&out.stderr))
+    let env = [
+        ("DATABASE_URL", url),
+        ("API_DB_PASSWORD", API_PASSWORD),
+        ("CDC_DB_PASSWORD", CDC_PASSWORD),
+        ("CDC_SLOT", "day_one"),
+        ("API_DB_USER", ""),
+        ("CDC_DB_USER", ""),
+    ];
+    cdc_output(args, &env).await
 }
 
 fn url(cluster: &Cluster, user: &str, password: &str) -> String {

@@ -27,3 +27,17 @@ pub fn cargo_bin(name: &str) -> PathBuf {
     built.get_or_insert_with(HashMap::new).insert(name.to_owned(), path.clone());
     path
 }
+
+/// Runs `cdc ARGS` to its end with `env` added (and text logs): (success, stdout, stderr).
+pub async fn cdc_output(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = tokio::process::Command::new(cargo_bin("cdc"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env("LOG_FORMAT", "text")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run cdc {args:?}: {e}"));
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}

@@ -8,7 +8,7 @@ pub mod inbound;
 pub mod legacy;
 pub mod pg;
 
-pub use bin::cargo_bin;
+pub use bin::{cargo_bin, cdc_output};
 pub use pg::{
     empty_db, migrated_db_on, shared_cluster, test_db, Cluster, ClusterOptions, TestDb, TEST_ROLES,
 };

@@ -59,7 +59,7 @@ fn monitored() -> BTreeSet<String> {
 fn exported(text: &str) -> BTreeSet<String> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split(|c| c == '{' || c == ' ').next())
+        .filter_map(|l| l.split(['{', ' ']).next())
         .map(str::to_owned)
         .collect()
 }
