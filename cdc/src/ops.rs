@@ -17,6 +17,8 @@ pub struct Ops {
     pub stream: Arc<StreamHealth>,
     /// Set by the lag sampler when the slot is missing, unreserved or lost (with the fix).
     pub slot_problem: Arc<Mutex<Option<String>>>,
+    /// Inferred deletions held for an operator: ready, with a warning.
+    pub held_deletes: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Registers, at 0, every counter and gauge an alert reads, so a rule sees a series from
@@ -102,7 +104,13 @@ async fn metrics(State(ops): State<Ops>) -> String {
 
 async fn ready(State(ops): State<Ops>) -> (StatusCode, String) {
     match readiness(&ops) {
-        Ok(()) => (StatusCode::OK, "ready".into()),
+        Ok(()) => match ops.held_deletes.load(Ordering::Relaxed) {
+            0 => (StatusCode::OK, "ready".into()),
+            n => (
+                StatusCode::OK,
+                format!("ready; warning: {n} inferred deletion(s) held for approval: see `cdc inbound deletes list`"),
+            ),
+        },
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
     }
 }

@@ -123,7 +123,11 @@ impl<D: Destination> Daemon<D> {
         stream_config.reconnect_max = config.reconnect_max;
         stream_config.skip_origin = Some(INBOUND_ORIGIN.to_owned());
         let stream = Stream::new(stream_config, destination);
-        let ops = Ops { stream: stream.health(), slot_problem: Arc::new(Mutex::new(None)) };
+        let ops = Ops {
+            stream: stream.health(),
+            slot_problem: Arc::new(Mutex::new(None)),
+            held_deletes: inbound.as_ref().map(|i| i.held_deletes()).unwrap_or_default(),
+        };
         let receiver = inbound.clone().map(webhook::router);
         let (ops_addr, ops_task) = ops::serve(config.metrics_addr, ops.clone(), receiver)
             .await

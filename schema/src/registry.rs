@@ -372,6 +372,19 @@ pub static TABLES: &[Table] = &[
             pg("updated_at")
         ]
     ),
+    table!(
+        "sync_held_deletes",
+        Sync,
+        [
+            pg("id"),
+            pg("table_name"),
+            pg("airtable_id"),
+            pg("pg_id"),
+            pg("state"),
+            pg("held_at"),
+            pg("decided_at")
+        ]
+    ),
     // Authentication: written by the API only.
     table!(
         "refresh_tokens",

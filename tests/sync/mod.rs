@@ -5,6 +5,7 @@ mod cutover;
 mod daemon;
 mod hardening;
 mod inbound;
+mod inbound_guard;
 mod inbound_healing;
 mod monitoring;
 mod outbound;

@@ -13,6 +13,7 @@ use crate::{
 mod admin;
 mod backfill;
 mod cutover;
+mod inbound;
 mod migrate;
 
 use anyhow::{bail, Context};
@@ -53,6 +54,11 @@ pub enum Command {
     /// daemon run as (API_DB_USER/API_DB_PASSWORD in coach_api, CDC_DB_USER/CDC_DB_PASSWORD
     /// with REPLICATION in coach_sync), the publication. Idempotent: run it on every deploy.
     Init,
+    /// The inbound side: `deletes list|approve|reject` (deletions held by SYNC_DELETE_GUARD).
+    Inbound {
+        #[command(subcommand)]
+        action: inbound::InboundAction,
+    },
     /// Operator tasks for the PWA's users: `invite EMAIL` (a first password).
     Admin {
         #[command(subcommand)]
@@ -292,6 +298,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq { action } => dlq_command(action).await,
         Command::Init => admin::init().await,
         Command::Admin { action } => admin::run(action).await,
+        Command::Inbound { action } => inbound::run(action).await,
         Command::Airtable { action } => cutover::airtable(action).await,
         Command::Import { since, tables } => cutover::import(since, tables).await,
         Command::Verify { table, sample, json, repair, wait } => {

@@ -52,6 +52,9 @@ pub struct InboundConfig {
     /// SYNC_READ_THROUGH_MISS_MS: how long an email Airtable does not have is not asked
     /// for again (5 s); forgotten at once when any users change arrives.
     pub negative_cache: Duration,
+    /// SYNC_DELETE_GUARD: how much of a table one reconcile may delete before its inferred
+    /// deletions are held for an operator (more than 10 rows and more than 5 %); None = off.
+    pub delete_guard: Option<apply::DeleteGuard>,
     /// SYNC_VERIFY_INTERVAL_MS: the sampled parity check (daily); 0 = never.
     pub verify_interval: Option<Duration>,
     /// SYNC_VERIFY_SAMPLE: rows per table whose fields it compares (50).
@@ -73,6 +76,7 @@ impl InboundConfig {
             overlap: Duration::from_secs(120),
             reconcile: Some(Duration::from_secs(3600)),
             negative_cache: Duration::from_secs(5),
+            delete_guard: Some(apply::DeleteGuard::default()),
             verify_interval: Some(parity::DEFAULT_INTERVAL),
             verify_sample: 50,
             verify_settle: Duration::from_secs(60),
@@ -105,6 +109,10 @@ impl InboundConfig {
         c.verify_sample = schema::env::number("SYNC_VERIFY_SAMPLE", c.verify_sample)?;
         c.verify_settle = ms("SYNC_VERIFY_SETTLE_MS", c.verify_settle)?;
         c.negative_cache = ms("SYNC_READ_THROUGH_MISS_MS", c.negative_cache)?;
+        if let Some(g) = var("SYNC_DELETE_GUARD") {
+            c.delete_guard = apply::DeleteGuard::parse(&g)
+                .map_err(|reason| ConfigError::Invalid { var: "SYNC_DELETE_GUARD", reason })?;
+        }
         Ok(c)
     }
 }
@@ -125,6 +133,8 @@ pub struct Inbound {
     /// Bumped when a users change arrives (a users ping, users payloads or poll results):
     /// the read-through's cached misses from before it no longer hold.
     users_changed: std::sync::atomic::AtomicU64,
+    /// Inferred deletions held for an operator (`/readyz` warns while there are any).
+    held_deletes: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Inbound {
@@ -144,6 +154,7 @@ impl Inbound {
             pinged_base: Notify::new(),
             reconcile_due: Notify::new(),
             users_changed: Default::default(),
+            held_deletes: Default::default(),
         })
     }
 
@@ -156,6 +167,11 @@ impl Inbound {
             webhook::HookKind::Users => &self.pinged_users,
             webhook::HookKind::Base => &self.pinged_base,
         }
+    }
+
+    /// The count of held deletions, shared with readiness.
+    pub fn held_deletes(&self) -> Arc<std::sync::atomic::AtomicI64> {
+        self.held_deletes.clone()
     }
 
     /// A users change arrived.

@@ -106,7 +106,7 @@ impl Inbound {
         if t.table.rows_owned_by_airtable() {
             batch.deletes = self
                 .applier
-                .vanished(table, &present)
+                .inferred_deletes(table, &present, self.config.delete_guard)
                 .await?
                 .into_iter()
                 .map(|r| (table, r))
@@ -238,6 +238,10 @@ impl Inbound {
                 }
                 metrics::histogram!("inbound_poll_duration_seconds", "table" => name)
                     .record(started.elapsed().as_secs_f64());
+            }
+            // Decisions made with the CLI count here too.
+            if let Ok(n) = self.applier.count_held().await {
+                self.held_deletes.store(n, std::sync::atomic::Ordering::Relaxed);
             }
             if reconcile {
                 last_reconcile = Instant::now();

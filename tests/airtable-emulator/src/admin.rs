@@ -219,6 +219,19 @@ impl Admin {
         b.patch_field(ti, &fid, &json!({ "name": name })).map(drop)
     }
 
+    /// Leaves records `ids` out of every listing (`hidden`), or puts them back: a listing
+    /// that lacks records which still exist.
+    pub fn hide_from_listings(&self, ids: &[String], hidden: bool) {
+        let mut world = lock(&self.shared.world);
+        for id in ids {
+            if hidden {
+                world.hidden.insert(id.clone());
+            } else {
+                world.hidden.remove(id);
+            }
+        }
+    }
+
     pub fn lose_pings(&self, lose: bool) {
         self.shared.lose_pings.store(lose, std::sync::atomic::Ordering::SeqCst);
     }

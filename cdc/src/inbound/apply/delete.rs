@@ -89,21 +89,4 @@ impl Applier {
         }
         Ok(())
     }
-
-    /// Rows of an Airtable-owned table that Airtable no longer has (the full reconcile's
-    /// deletion pass): every mapped record id not in `present`.
-    pub async fn vanished(
-        &self,
-        table: TableId,
-        present: &HashSet<String>,
-    ) -> sqlx::Result<Vec<String>> {
-        let t = &self.mapping.tables[table];
-        let mapped: Vec<String> = sqlx::query_scalar(
-            "SELECT m.airtable_record_id FROM airtable_id_map m WHERE m.table_name = $1",
-        )
-        .bind(t.table.name)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(mapped.into_iter().filter(|r| !present.contains(r)).collect())
-    }
 }

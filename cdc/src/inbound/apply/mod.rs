@@ -31,12 +31,14 @@ use tokio::sync::Mutex;
 
 mod catalog;
 mod delete;
+mod held;
 mod links;
 mod origin;
 mod store;
 mod upsert;
 
 use catalog::Catalog;
+pub use held::{DeleteGuard, HeldDelete};
 use store::{map_record, park};
 use uuid::Uuid;
 

@@ -107,7 +107,7 @@ impl World {
         while records.len() < page_size && iterator.position < iterator.ids.len() {
             let id = &iterator.ids[iterator.position];
             iterator.position += 1;
-            if let Some(r) = table.records.get(id) {
+            if let Some(r) = table.records.get(id).filter(|_| !self.hidden.contains(id)) {
                 let mut rendered = table.render(r, p.by_field_id, p.fields.as_deref());
                 if p.comment_count {
                     rendered["commentCount"] = Value::from(0);

@@ -23,6 +23,9 @@ pub struct World {
     pub iterators: HashMap<String, list::Iterator>,
     /// Bases and tables are created on first use when no schema file was given.
     pub inferred: bool,
+    /// Records that exist but listings leave out (a partial outage, a pagination bug, a
+    /// mis-set view); gets by id still find them.
+    pub hidden: std::collections::HashSet<String>,
 }
 
 #[derive(Debug)]
