@@ -83,7 +83,7 @@ async fn wait_row(db: &TestDb, table: &str, record: &str, sql: &str) {
     .await;
 }
 
-async fn record_of(db: &TestDb, table: &str, pg: &str) -> String {
+pub(super) async fn record_of(db: &TestDb, table: &str, pg: &str) -> String {
     text(&db.pool, &format!("SELECT airtable_record_id FROM airtable_id_map WHERE table_name = '{table}' AND pg_id = '{pg}'"))
         .await
         .expect("mapped")

@@ -7,5 +7,6 @@ mod hardening;
 mod inbound;
 mod inbound_guard;
 mod inbound_healing;
+mod inbound_settle;
 mod monitoring;
 mod outbound;

@@ -52,6 +52,10 @@ pub struct InboundConfig {
     /// SYNC_READ_THROUGH_MISS_MS: how long an email Airtable does not have is not asked
     /// for again (5 s); forgotten at once when any users change arrives.
     pub negative_cache: Duration,
+    /// SYNC_INBOUND_SETTLE_MS (1.5 s) / SYNC_INBOUND_USERS_SETTLE_MS (0): how long a
+    /// webhook must be quiet after a ping before its payloads are read (bulk tables / users).
+    pub settle: Duration,
+    pub users_settle: Duration,
     /// SYNC_DELETE_GUARD: how much of a table one reconcile may delete before its inferred
     /// deletions are held for an operator (more than 10 rows and more than 5 %); None = off.
     pub delete_guard: Option<apply::DeleteGuard>,
@@ -77,6 +81,8 @@ impl InboundConfig {
             reconcile: Some(Duration::from_secs(3600)),
             negative_cache: Duration::from_secs(5),
             delete_guard: Some(apply::DeleteGuard::default()),
+            settle: Duration::from_millis(1500),
+            users_settle: Duration::ZERO,
             verify_interval: Some(parity::DEFAULT_INTERVAL),
             verify_sample: 50,
             verify_settle: Duration::from_secs(60),
@@ -109,6 +115,8 @@ impl InboundConfig {
         c.verify_sample = schema::env::number("SYNC_VERIFY_SAMPLE", c.verify_sample)?;
         c.verify_settle = ms("SYNC_VERIFY_SETTLE_MS", c.verify_settle)?;
         c.negative_cache = ms("SYNC_READ_THROUGH_MISS_MS", c.negative_cache)?;
+        c.settle = ms("SYNC_INBOUND_SETTLE_MS", c.settle)?;
+        c.users_settle = ms("SYNC_INBOUND_USERS_SETTLE_MS", c.users_settle)?;
         if let Some(g) = var("SYNC_DELETE_GUARD") {
             c.delete_guard = apply::DeleteGuard::parse(&g)
                 .map_err(|reason| ConfigError::Invalid { var: "SYNC_DELETE_GUARD", reason })?;

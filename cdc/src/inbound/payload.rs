@@ -132,7 +132,31 @@ pub fn plan(
             s.remove(r);
         }
     }
+    plan.upserts = coalesce(std::mem::take(&mut plan.upserts));
     plan
+}
+
+/// One upsert per record, as its latest state: an admin typing produces a payload per
+/// keystroke, and applying each would write the row as many times. Later cells win; a
+/// record created in the burst stays complete; the change time is the latest.
+fn coalesce(upserts: Vec<Upsert>) -> Vec<Upsert> {
+    let mut out: Vec<Upsert> = Vec::with_capacity(upserts.len());
+    let mut at: HashMap<(TableId, String), usize> = HashMap::new();
+    for u in upserts {
+        match at.get(&(u.table, u.record_id.clone())) {
+            Some(&i) => {
+                let kept = &mut out[i];
+                kept.fields.extend(u.fields);
+                kept.complete |= u.complete;
+                kept.changed_at = kept.changed_at.max(u.changed_at);
+            }
+            None => {
+                at.insert((u.table, u.record_id.clone()), out.len());
+                out.push(u);
+            }
+        }
+    }
+    out
 }
 
 fn plan_one(

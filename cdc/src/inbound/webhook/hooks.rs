@@ -192,10 +192,39 @@ impl Inbound {
             if !gap.is_zero() && !pause(&mut shutdown, gap).await {
                 return;
             }
-            tokio::select! {
-                _ = self.pinged(kind).notified() => {}
-                _ = tokio::time::sleep(self.config.webhook_poll) => {}
+            let pinged = tokio::select! {
+                _ = self.pinged(kind).notified() => true,
+                _ = tokio::time::sleep(self.config.webhook_poll) => false,
                 _ = crate::inbound::stopped(&mut shutdown) => return,
+            };
+            if pinged && !self.settle(kind, &mut shutdown).await {
+                return;
+            }
+        }
+    }
+
+    /// Settled edits: after a ping, waits until the hook has had no ping for its settle
+    /// time (SYNC_INBOUND_SETTLE_MS; 0 for users), so a burst of keystrokes is read, and
+    /// applied, once as its latest state. A burst that never pauses (outbound writes raise
+    /// payloads too) is read after four settle times. False when the daemon stops meanwhile.
+    async fn settle(&self, kind: HookKind, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let quiet = match kind {
+            HookKind::Users => self.config.users_settle,
+            HookKind::Base => self.config.settle,
+        };
+        if quiet.is_zero() {
+            return true;
+        }
+        let deadline = Instant::now() + quiet * 4;
+        loop {
+            tokio::select! {
+                _ = self.pinged(kind).notified() => {
+                    if Instant::now() >= deadline {
+                        return true;
+                    }
+                }
+                _ = tokio::time::sleep(quiet) => return true,
+                _ = crate::inbound::stopped(shutdown) => return false,
             }
         }
     }
