@@ -54,6 +54,10 @@ pub fn register_metrics() {
         metrics::counter!("sync_reconcile_fixed_total", "kind" => kind).absolute(0);
     }
     metrics::counter!("cdc_destination_paused_total", "cause" => "auth").absolute(0);
+    for hook in ["users", "base"] {
+        metrics::counter!("inbound_unread_payloads_found_total", "hook" => hook).absolute(0);
+    }
+    metrics::gauge!("inbound_webhooks_healthy").set(0.0);
     for task in ["webhook", "users", "bulk", "parity"] {
         metrics::counter!("inbound_errors_total", "task" => task).absolute(0);
     }

@@ -152,7 +152,7 @@ async fn every_monitored_metric_is_exported_and_prometheus_fires_cdc_down() {
     let login = json!({ "email": "nobody@example.com", "password": "not a password" });
     let _ =
         http.post(format!("http://127.0.0.1:{api_port}/api/auth/login")).json(&login).send().await;
-    wait_until(LIMIT, "the daemon's webhooks exist", || async {
+    wait_until(LIMIT * 2, "the daemon's webhooks exist", || async {
         testkit::inbound::hook_id(&db.pool, "users").await.is_some()
     })
     .await;

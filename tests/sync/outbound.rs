@@ -234,7 +234,6 @@ async fn a_refused_row_is_dead_lettered_the_rest_syncs_and_replay_fixes_it() {
             .unwrap_or(false)
     })
     .await;
-    converge(&e, &db, Duration::from_secs(30)).await;
     sync.stop().await;
 }
 
@@ -382,8 +381,11 @@ async fn faults_errors_lost_responses_429_storms_and_latency_still_converge_and_
     assert_eq!(dead, 0);
 }
 
+/// The periodic reconcile is sampled (bounded cost): rows Airtable lost are re-sent. Orphan
+/// records and duplicates are the whole reconcile's, after an unclean stop (the kill -9
+/// tests), and the daily parity check reports them.
 #[tokio::test]
-async fn a_reconcile_removes_orphans_and_restores_what_airtable_lost() {
+async fn a_periodic_reconcile_restores_what_airtable_lost() {
     let db = test_db().await;
     let e = emulator(schema_for(&mapping(), |_| {}), RateLimits::off()).await;
     let (slot, publication) = setup(&db, &e).await;
@@ -391,32 +393,14 @@ async fn a_reconcile_removes_orphans_and_restores_what_airtable_lost() {
     config.reconcile_interval = Some(Duration::from_millis(300));
     let sync = start_sync(&db.url(), &slot, &publication, config, mapping()).await;
     converge(&e, &db, Duration::from_secs(30)).await;
-    // Behind the daemon's back: a record whose row does not exist (a write that landed after
-    // its row was deleted), one record deleted, and one made by hand without a pg id.
-    e.admin()
-        .create_records(
-            BASE,
-            "Habit usage",
-            vec![serde_json::json!({ "pg_id": uuid::Uuid::new_v4().to_string() })],
-        )
-        .expect("orphan");
+    // Behind the daemon's back: a record deleted in Airtable.
     let victim = e.admin().records(BASE, "Programs").expect("programs")[0]["id"]
         .as_str()
         .expect("id")
         .to_owned();
     e.admin().delete_record(BASE, "Programs", &victim).expect("delete");
-    e.admin().create_records(BASE, "Habit usage", vec![serde_json::json!({})]).expect("by hand");
-    wait_until(Duration::from_secs(30), "the reconcile repaired Airtable", || async {
-        let habits = e.admin().records(BASE, "Habit usage").expect("habits");
-        let by_hand = habits.iter().filter(|r| r["fields"].get("pg_id").is_none()).count();
-        let orphans = habits.len() - by_hand;
-        let pg: i64 = sqlx::query_scalar("SELECT count(*) FROM habit_usage")
-            .fetch_one(&db.pool)
-            .await
-            .expect("count");
-        by_hand == 1
-            && orphans as i64 == pg
-            && e.admin().records(BASE, "Programs").expect("p").len() == 1
+    wait_until(Duration::from_secs(30), "the reconcile re-sent the lost program", || async {
+        e.admin().records(BASE, "Programs").expect("p").len() == 1
     })
     .await;
     sync.stop().await;

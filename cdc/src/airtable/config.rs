@@ -41,6 +41,9 @@ pub struct AirtableConfig {
     pub reconcile_delay: Duration,
     /// SYNC_RECONCILE_INTERVAL_MS: a periodic reconcile as a backstop; 0 disables.
     pub reconcile_interval: Option<Duration>,
+    /// SYNC_RECONCILE_SAMPLE: rows per table the periodic reconcile checks (100): it costs
+    /// at most ⌈sample / 50⌉ requests per Postgres-owned table, never a whole listing.
+    pub reconcile_sample: usize,
     /// SYNC_BACKFILL_CHUNK: rows per backfill chunk; 0 = one window of the request budget
     /// (base_rps × 10 records), so live changes never wait behind more than a window.
     pub backfill_chunk: usize,
@@ -82,6 +85,7 @@ impl AirtableConfig {
             concurrency: 1,
             reconcile_delay: Duration::from_secs(60),
             reconcile_interval: Some(Duration::from_secs(6 * 3600)),
+            reconcile_sample: 100,
             backfill_chunk: 0,
         }
     }
@@ -102,6 +106,7 @@ impl AirtableConfig {
         c.flush_window = Duration::from_millis(number("SYNC_FLUSH_MS", 250u64)?);
         c.max_attempts = number("SYNC_MAX_ATTEMPTS", c.max_attempts)?.max(1);
         c.reconcile_delay = Duration::from_millis(number("SYNC_RECONCILE_DELAY_MS", 60_000u64)?);
+        c.reconcile_sample = number("SYNC_RECONCILE_SAMPLE", c.reconcile_sample)?;
         c.backfill_chunk = number("SYNC_BACKFILL_CHUNK", c.backfill_chunk)?;
         c.reconcile_interval = Some(number("SYNC_RECONCILE_INTERVAL_MS", 6 * 3600 * 1000u64)?)
             .filter(|ms| *ms > 0)

@@ -45,6 +45,12 @@ pub struct InboundConfig {
     /// SYNC_POLL_USERS_MS (60 s) and SYNC_POLL_MS (120 s, the other tables).
     pub users_poll: Duration,
     pub poll: Duration,
+    /// SYNC_POLL_USERS_HEALTHY_MS (1 h), SYNC_POLL_HEALTHY_MS (6 h),
+    /// SYNC_INBOUND_RECONCILE_HEALTHY_MS (24 h): the same backstops while the webhooks are
+    /// healthy (they only catch what a broken webhook would miss).
+    pub users_poll_healthy: Duration,
+    pub poll_healthy: Duration,
+    pub reconcile_healthy: Duration,
     /// SYNC_POLL_OVERLAP_MS: how far before the checkpoint a poll looks (clock skew).
     pub overlap: Duration,
     /// SYNC_INBOUND_RECONCILE_MS: full reconcile (deletions nothing reported); 0 = never.
@@ -78,6 +84,9 @@ impl InboundConfig {
             users_poll: Duration::from_secs(60),
             poll: Duration::from_secs(120),
             overlap: Duration::from_secs(120),
+            users_poll_healthy: Duration::from_secs(3600),
+            poll_healthy: Duration::from_secs(6 * 3600),
+            reconcile_healthy: Duration::from_secs(24 * 3600),
             reconcile: Some(Duration::from_secs(3600)),
             negative_cache: Duration::from_secs(5),
             delete_guard: Some(apply::DeleteGuard::default()),
@@ -108,6 +117,9 @@ impl InboundConfig {
         c.users_poll = ms("SYNC_POLL_USERS_MS", c.users_poll)?;
         c.poll = ms("SYNC_POLL_MS", c.poll)?;
         c.overlap = ms("SYNC_POLL_OVERLAP_MS", c.overlap)?;
+        c.users_poll_healthy = ms("SYNC_POLL_USERS_HEALTHY_MS", c.users_poll_healthy)?;
+        c.poll_healthy = ms("SYNC_POLL_HEALTHY_MS", c.poll_healthy)?;
+        c.reconcile_healthy = ms("SYNC_INBOUND_RECONCILE_HEALTHY_MS", c.reconcile_healthy)?;
         c.reconcile = Some(ms("SYNC_INBOUND_RECONCILE_MS", Duration::from_secs(3600))?)
             .filter(|d| !d.is_zero());
         c.verify_interval =
@@ -143,6 +155,10 @@ pub struct Inbound {
     users_changed: std::sync::atomic::AtomicU64,
     /// Inferred deletions held for an operator (`/readyz` warns while there are any).
     held_deletes: Arc<std::sync::atomic::AtomicI64>,
+    /// Set by the webhook watch; false until its first check.
+    webhooks_healthy: std::sync::atomic::AtomicBool,
+    /// The webhooks turned unhealthy: the backstops run at full speed from now.
+    backstops_due: Notify,
 }
 
 impl Inbound {
@@ -163,6 +179,8 @@ impl Inbound {
             reconcile_due: Notify::new(),
             users_changed: Default::default(),
             held_deletes: Default::default(),
+            webhooks_healthy: Default::default(),
+            backstops_due: Notify::new(),
         })
     }
 
@@ -175,6 +193,42 @@ impl Inbound {
             webhook::HookKind::Users => &self.pinged_users,
             webhook::HookKind::Base => &self.pinged_base,
         }
+    }
+
+    /// Whether both webhooks were healthy at the last check (then the backstops slow down).
+    fn webhooks_healthy(&self) -> bool {
+        self.webhooks_healthy.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set_webhooks_healthy(&self, healthy: bool) {
+        let was = self.webhooks_healthy.swap(healthy, std::sync::atomic::Ordering::Relaxed);
+        if was && !healthy {
+            self.backstops_due.notify_waiters();
+        }
+        if was != healthy {
+            tracing::info!(
+                healthy,
+                "webhook health changed: the safety polls run at their {} intervals",
+                if healthy { "healthy" } else { "full" }
+            );
+        }
+        metrics::gauge!("inbound_webhooks_healthy").set(if healthy { 1.0 } else { 0.0 });
+    }
+
+    /// How often `table` is polled now: slower while the webhooks are healthy.
+    fn poll_interval(&self, users: bool) -> Duration {
+        match (users, self.webhooks_healthy()) {
+            (true, false) => self.config.users_poll,
+            (true, true) => self.config.users_poll.max(self.config.users_poll_healthy),
+            (false, false) => self.config.poll,
+            (false, true) => self.config.poll.max(self.config.poll_healthy),
+        }
+    }
+
+    /// How often everything is reconciled now: slower while the webhooks are healthy.
+    fn reconcile_interval(&self) -> Option<Duration> {
+        let r = self.config.reconcile?;
+        Some(if self.webhooks_healthy() { r.max(self.config.reconcile_healthy) } else { r })
     }
 
     /// The count of held deletions, shared with readiness.
@@ -305,6 +359,7 @@ impl Inbound {
         let tasks = vec![
             tokio::spawn(self.clone().webhook_task(webhook::HookKind::Users, shutdown.clone())),
             tokio::spawn(self.clone().webhook_task(webhook::HookKind::Base, shutdown.clone())),
+            tokio::spawn(self.clone().watch_task(shutdown.clone())),
             tokio::spawn(self.clone().users_task(lookups_rx, shutdown.clone())),
             tokio::spawn(self.clone().bulk_task(shutdown.clone())),
             tokio::spawn(self.clone().parity_task(shutdown.clone())),

@@ -163,7 +163,7 @@ impl Inbound {
         let Some(users) = self.users() else { return };
         // Emails Airtable lacked: when asked, and the users generation then.
         let mut negative: std::collections::HashMap<String, (Instant, u64)> = Default::default();
-        let mut next_poll = Instant::now() + self.config.users_poll;
+        let mut next_poll = Instant::now() + self.poll_interval(true);
         loop {
             tokio::select! {
                 biased;
@@ -194,6 +194,9 @@ impl Inbound {
                     metrics::counter!("inbound_read_through_total", "outcome" => outcome).increment(1);
                     metrics::histogram!("inbound_fast_lane_seconds").record(lookup.at.elapsed().as_secs_f64());
                 }
+                _ = self.backstops_due.notified() => {
+                    next_poll = next_poll.min(Instant::now() + self.poll_interval(true));
+                }
                 _ = tokio::time::sleep_until(next_poll) => {
                     let started = Instant::now();
                     if let Err(e) = self.poll_table(users).await {
@@ -201,7 +204,7 @@ impl Inbound {
                         tracing::warn!(error = %e, "users poll failed");
                     }
                     metrics::histogram!("inbound_poll_duration_seconds", "table" => "users").record(started.elapsed().as_secs_f64());
-                    next_poll = Instant::now() + self.config.users_poll;
+                    next_poll = Instant::now() + self.poll_interval(true);
                 }
             }
         }
@@ -219,7 +222,7 @@ impl Inbound {
         let mut last_reconcile = Instant::now();
         loop {
             let reconcile = reconcile_now
-                || self.config.reconcile.is_some_and(|r| last_reconcile.elapsed() >= r);
+                || self.reconcile_interval().is_some_and(|r| last_reconcile.elapsed() >= r);
             for &ti in &tables {
                 // The users lane polls users on its own interval.
                 if !first && !reconcile && Some(ti) == users {
@@ -253,7 +256,8 @@ impl Inbound {
             first = false;
             tokio::select! {
                 _ = self.reconcile_due.notified() => reconcile_now = true,
-                _ = tokio::time::sleep(self.config.poll) => {}
+                _ = tokio::time::sleep(self.poll_interval(false)) => {}
+                _ = self.backstops_due.notified() => {}
                 _ = super::stopped(&mut shutdown) => return,
             }
         }

@@ -129,6 +129,9 @@ pub struct AirtableDestination {
     acked: Lsn,
     /// When the next reconcile is due.
     reconcile_at: Option<Instant>,
+    /// The next reconcile is the whole one (after an unclean stop); otherwise the periodic
+    /// reconcile is sampled.
+    reconcile_full: bool,
     /// The first transaction of this session was seen (to detect an unclean stop).
     started: bool,
     /// After an unclean stop nothing is written before this: writes the dead process had in
@@ -178,6 +181,7 @@ impl AirtableDestination {
             handed: Lsn::ZERO,
             acked: Lsn::ZERO,
             reconcile_at,
+            reconcile_full: false,
             started: false,
             fence_until: None,
             batches: std::sync::atomic::AtomicU64::new(0),
@@ -251,6 +255,7 @@ impl AirtableDestination {
                         let at = Instant::now() + self.config.reconcile_delay;
                         tracing::info!(delay = ?self.config.reconcile_delay, "restarted after an unclean stop: writing resumes after the grace period, then a reconcile");
                         self.fence_until = Some(at);
+                        self.reconcile_full = true;
                         self.reconcile_at = Some(self.reconcile_at.map_or(at, |r| r.min(at)));
                     }
                 }

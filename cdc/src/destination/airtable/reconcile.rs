@@ -9,6 +9,9 @@ impl AirtableDestination {
     /// alone. Catches what no event can: a write a dead process had in flight that landed
     /// after its row was deleted.
     pub async fn reconcile(&mut self) -> Result<(), DestinationError> {
+        if !std::mem::take(&mut self.reconcile_full) {
+            return self.sampled_reconcile().await;
+        }
         let started = Instant::now();
         self.flush_all().await?;
         let mut fixed = Fixed::default();
@@ -25,6 +28,60 @@ impl AirtableDestination {
             missing,
             ms = started.elapsed().as_millis() as u64,
             "reconciled Airtable with Postgres"
+        );
+        self.reconcile_at = self.config.reconcile_interval.map(|i| Instant::now() + i);
+        Ok(())
+    }
+
+    /// The periodic backstop, bounded: `reconcile_sample` random rows of each outbound table
+    /// are looked up in Airtable by record id (≤ 50 a request), and those Airtable lacks are
+    /// re-sent. Orphans and duplicates are the daily parity check's to report and the whole
+    /// reconcile's (after an unclean stop) to fix.
+    async fn sampled_reconcile(&mut self) -> Result<(), DestinationError> {
+        let started = Instant::now();
+        self.flush_all().await?;
+        let mut missing = 0u64;
+        for ti in self.mapping.table_ids() {
+            if self.mapped(ti).outbound().next().is_none() {
+                continue;
+            }
+            let t = self.mapped(ti).clone();
+            let sample =
+                self.store.sample_mapped(t.table.name, self.config.reconcile_sample).await?;
+            let records: Vec<String> = sample.iter().filter_map(|(_, r)| r.clone()).collect();
+            let found = match self
+                .client
+                .records_by_id(
+                    Lane::Bulk,
+                    &t.airtable,
+                    &records,
+                    std::slice::from_ref(&self.mapping.merge_field),
+                )
+                .await
+            {
+                Ok(found) => found,
+                Err(e) if e.is_auth() => return Err(DestinationError::auth(e.to_string())),
+                Err(e) => {
+                    tracing::warn!(table = t.table.name, error = %e, "sampled reconcile: cannot read Airtable; next run retries");
+                    continue;
+                }
+            };
+            let present: HashSet<&str> = found.iter().filter_map(|r| r["id"].as_str()).collect();
+            let absent: Vec<Uuid> = sample
+                .iter()
+                .filter(|(_, r)| r.as_deref().is_none_or(|r| !present.contains(r)))
+                .map(|(id, _)| *id)
+                .collect();
+            missing += absent.len() as u64;
+            self.backfill_missing(ti, absent).await?;
+        }
+        metrics::counter!("sync_reconcile_runs_total").increment(1);
+        metrics::counter!("sync_reconcile_fixed_total", "kind" => "missing").increment(missing);
+        tracing::info!(
+            missing,
+            sample = self.config.reconcile_sample,
+            ms = started.elapsed().as_millis() as u64,
+            "sampled reconcile"
         );
         self.reconcile_at = self.config.reconcile_interval.map(|i| Instant::now() + i);
         Ok(())

@@ -96,6 +96,23 @@ impl Store {
     }
 
     /// Every id of a table (reconcile).
+    /// Up to `n` random rows of `table`, each with its Airtable record id when mapped.
+    pub async fn sample_mapped(
+        &self,
+        table: &str,
+        n: usize,
+    ) -> sqlx::Result<Vec<(Uuid, Option<String>)>> {
+        sqlx::query_as(&format!(
+            "SELECT t.id, m.airtable_record_id FROM (SELECT id FROM {} ORDER BY random() LIMIT $2) t
+             LEFT JOIN airtable_id_map m ON m.table_name = $1 AND m.pg_id = t.id",
+            quote_ident(table)
+        ))
+        .bind(table)
+        .bind(n as i64)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     pub async fn all_ids(&self, table: &str) -> sqlx::Result<Vec<Uuid>> {
         sqlx::query_scalar(&format!("SELECT id FROM {}", quote_ident(table)))
             .fetch_all(&self.pool)

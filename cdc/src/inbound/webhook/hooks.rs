@@ -192,9 +192,11 @@ impl Inbound {
             if !gap.is_zero() && !pause(&mut shutdown, gap).await {
                 return;
             }
+            // Woken by a ping, or by the watch (unread payloads, a hook gone); the hourly
+            // wake keeps the daily check on time.
             let pinged = tokio::select! {
                 _ = self.pinged(kind).notified() => true,
-                _ = tokio::time::sleep(self.config.webhook_poll) => false,
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => false,
                 _ = crate::inbound::stopped(&mut shutdown) => return,
             };
             if pinged && !self.settle(kind, &mut shutdown).await {

@@ -29,6 +29,7 @@ use tokio::{sync::watch, time::Instant};
 mod drain;
 mod hooks;
 mod receiver;
+mod unread;
 
 pub use receiver::{router, Pings};
 
