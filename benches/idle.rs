@@ -10,15 +10,10 @@
 //! `cargo bench -p benches --bench idle` (BENCH_CDC_BIN: another cdc binary, e.g. an older
 //! build, to compare)
 
-use airtable_emulator::{Emulator, RateLimits};
-use benches::{cluster_with_database, print_table};
+use airtable_emulator::Emulator;
+use benches::print_table;
 use std::{collections::BTreeMap, process::Stdio, time::Duration};
-use testkit::{
-    airtable::{emulator, mapping, mirror_reference_data, schema_for, BASE, TOKEN},
-    cdc::{free_port, prepare},
-};
-
-const DEMO: &str = include_str!("../tests/stack/demo.sql");
+use testkit::cdc::free_port;
 
 struct Case {
     label: &'static str,
@@ -40,29 +35,18 @@ fn by_kind(e: &Emulator) -> BTreeMap<String, u64> {
 async fn run(label: &'static str, public_url: bool, window: Duration) -> Case {
     let bin =
         std::env::var("BENCH_CDC_BIN").map(Into::into).unwrap_or_else(|_| benches::release_cdc());
-    let (_cluster, url) = cluster_with_database(&[], &format!("idle_{}", public_url as u8)).await;
-    let pool = sqlx::PgPool::connect(&url).await.expect("pool");
-    schema::postgres::migrate::run(&pool).await.expect("migrate");
-    sqlx::raw_sql(DEMO).execute(&pool).await.expect("demo");
-    let e = emulator(schema_for(&mapping(), |_| {}), RateLimits::default()).await;
-    mirror_reference_data(&e, BASE, &pool, &mapping()).await;
-    let tables: Vec<String> = mapping().published_tables().into_iter().map(|(_, t)| t).collect();
-    let tables: Vec<&str> = tables.iter().map(String::as_str).collect();
-    prepare(&url, "idle_pub", &tables, "idle_slot").await;
+    let (_cluster, url, pool, e) =
+        benches::demo_stack(&format!("idle_{}", public_url as u8), "idle").await;
     let port = free_port();
-    let mut cmd = tokio::process::Command::new(bin);
-    cmd.arg("run")
-        .env("DATABASE_URL", &url)
-        .env("CDC_SLOT", "idle_slot")
-        .env("CDC_PUBLICATION", "idle_pub")
-        .env("METRICS_ADDR", format!("127.0.0.1:{port}"))
-        .env("AIRTABLE_API_URL", e.url())
-        .env("AIRTABLE_TOKEN", TOKEN)
-        .env("AIRTABLE_BASE_ID", BASE)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
+    let mut cmd = tokio::process::Command::from(testkit::airtable::cdc_run(
+        &bin,
+        &url,
+        "idle_slot",
+        "idle_pub",
+        port,
+        &e,
+    ));
+    cmd.stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true);
     if public_url {
         cmd.env("WEBHOOK_PUBLIC_URL", format!("http://127.0.0.1:{port}/webhooks/airtable"));
     }

@@ -39,16 +39,7 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() {
-    let (_cluster, url) = cluster_with_database(&[], "inbound_bench").await;
-    let pool =
-        sqlx::postgres::PgPoolOptions::new().max_connections(8).connect(&url).await.expect("pool");
-    schema::postgres::migrate::run(&pool).await.expect("migrate");
-    sqlx::raw_sql(DEMO).execute(&pool).await.expect("demo");
-    let e = emulator(schema_for(&mapping(), |_| {}), RateLimits::default()).await;
-    mirror_reference_data(&e, BASE, &pool, &mapping()).await;
-    let tables: Vec<String> = mapping().published_tables().into_iter().map(|(_, t)| t).collect();
-    let tables: Vec<&str> = tables.iter().map(String::as_str).collect();
-    prepare(&url, "bench_pub", &tables, "bench_slot").await;
+    let (_cluster, url, pool, e) = benches::demo_stack("inbound_bench", "bench").await;
 
     // Airtable's real limits, one budget for both directions, users keep a slot per window.
     let mut at = airtable_config(&e);

@@ -57,6 +57,27 @@ pub fn peak_rss_kb(pid: u32) -> u64 {
 }
 
 /// Builds the release `cdc` binary; returns its path.
+/// A database `name` with the demo data, the emulator under Airtable's limits holding the
+/// demo's reference data, and a slot `{prefix}_slot` with publication `{prefix}_pub`.
+pub async fn demo_stack(
+    name: &str,
+    prefix: &str,
+) -> (testkit::Cluster, String, sqlx::PgPool, airtable_emulator::Emulator) {
+    use testkit::airtable::{emulator, mapping, mirror_reference_data, schema_for, BASE};
+    let (cluster, url) = cluster_with_database(&[], name).await;
+    let pool =
+        sqlx::postgres::PgPoolOptions::new().max_connections(8).connect(&url).await.expect("pool");
+    schema::postgres::migrate::run(&pool).await.expect("migrate");
+    sqlx::raw_sql(include_str!("../tests/stack/demo.sql")).execute(&pool).await.expect("demo");
+    let e =
+        emulator(schema_for(&mapping(), |_| {}), airtable_emulator::RateLimits::default()).await;
+    mirror_reference_data(&e, BASE, &pool, &mapping()).await;
+    let tables: Vec<String> = mapping().published_tables().into_iter().map(|(_, t)| t).collect();
+    let tables: Vec<&str> = tables.iter().map(String::as_str).collect();
+    testkit::cdc::prepare(&url, &format!("{prefix}_pub"), &tables, &format!("{prefix}_slot")).await;
+    (cluster, url, pool, e)
+}
+
 pub fn release_cdc() -> std::path::PathBuf {
     let built = std::process::Command::new(env!("CARGO"))
         .args(["build", "--release", "-p", "cdc", "--bin", "cdc"])

@@ -58,6 +58,7 @@ pub fn register_metrics() {
         metrics::counter!("inbound_unread_payloads_found_total", "hook" => hook).absolute(0);
     }
     metrics::gauge!("inbound_webhooks_healthy").set(0.0);
+    metrics::gauge!("airtable_calls_projected_monthly").set(0.0);
     for task in ["webhook", "users", "bulk", "parity"] {
         metrics::counter!("inbound_errors_total", "task" => task).absolute(0);
     }

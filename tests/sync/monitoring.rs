@@ -192,7 +192,7 @@ async fn every_monitored_metric_is_exported_and_prometheus_fires_cdc_down() {
                 .flatten()
                 .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
                 .collect();
-            rules.len() == 15
+            rules.len() == 16
                 && rules.iter().all(|r| {
                     r["health"] == "ok"
                         && !r["lastEvaluation"].as_str().unwrap_or("0001").starts_with("0001")

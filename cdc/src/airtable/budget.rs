@@ -58,6 +58,8 @@ pub struct Budget {
     state: Mutex<State>,
     /// Requests sent through this budget (retries included): what a command cost.
     sent: std::sync::atomic::AtomicU64,
+    /// The monthly call count and its budget.
+    calls: super::calls::CallMeter,
 }
 
 impl Budget {
@@ -76,7 +78,19 @@ impl Budget {
                 fast_reserve: 0,
             }),
             sent: std::sync::atomic::AtomicU64::new(0),
+            calls: super::calls::CallMeter::new(None),
         }
+    }
+
+    /// Counts calls against `monthly` (AIRTABLE_MONTHLY_CALL_BUDGET; None = no cap).
+    pub fn with_monthly_calls(mut self, monthly: Option<u64>) -> Self {
+        self.calls = super::calls::CallMeter::new(monthly);
+        self
+    }
+
+    /// The month's calls: counted, projected, and how much periodic work must stretch.
+    pub fn calls(&self) -> &super::calls::CallMeter {
+        &self.calls
     }
 
     /// Counts every window as full at start: a process restarted within a window of the

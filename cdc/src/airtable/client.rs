@@ -119,6 +119,7 @@ impl AirtableClient {
                 metrics::counter!("airtable_retries_total", "op" => op).increment(1);
             }
             self.budget.acquire(lane).await;
+            self.budget.calls().record(op);
             let mut req = self
                 .http
                 .request(method.clone(), self.url(path))

@@ -44,6 +44,9 @@ pub struct AirtableConfig {
     /// SYNC_RECONCILE_SAMPLE: rows per table the periodic reconcile checks (100): it costs
     /// at most ⌈sample / 50⌉ requests per Postgres-owned table, never a whole listing.
     pub reconcile_sample: usize,
+    /// AIRTABLE_MONTHLY_CALL_BUDGET: calls a month periodic work is shaped to fit (None: no
+    /// cap; Team plans have 100,000 per workspace).
+    pub monthly_call_budget: Option<u64>,
     /// SYNC_BACKFILL_CHUNK: rows per backfill chunk; 0 = one window of the request budget
     /// (base_rps × 10 records), so live changes never wait behind more than a window.
     pub backfill_chunk: usize,
@@ -57,6 +60,7 @@ impl AirtableConfig {
         let share = if self.base_rps > self.fast_share { self.fast_share } else { 0 };
         super::Budget::new(self.base_rps, self.token_rps, self.window)
             .with_fast_share(share)
+            .with_monthly_calls(self.monthly_call_budget)
             .starting_full()
     }
 
@@ -86,6 +90,7 @@ impl AirtableConfig {
             reconcile_delay: Duration::from_secs(60),
             reconcile_interval: Some(Duration::from_secs(6 * 3600)),
             reconcile_sample: 100,
+            monthly_call_budget: None,
             backfill_chunk: 0,
         }
     }
@@ -107,6 +112,10 @@ impl AirtableConfig {
         c.max_attempts = number("SYNC_MAX_ATTEMPTS", c.max_attempts)?.max(1);
         c.reconcile_delay = Duration::from_millis(number("SYNC_RECONCILE_DELAY_MS", 60_000u64)?);
         c.reconcile_sample = number("SYNC_RECONCILE_SAMPLE", c.reconcile_sample)?;
+        c.monthly_call_budget = match number("AIRTABLE_MONTHLY_CALL_BUDGET", 0u64)? {
+            0 => None,
+            n => Some(n),
+        };
         c.backfill_chunk = number("SYNC_BACKFILL_CHUNK", c.backfill_chunk)?;
         c.reconcile_interval = Some(number("SYNC_RECONCILE_INTERVAL_MS", 6 * 3600 * 1000u64)?)
             .filter(|ms| *ms > 0)

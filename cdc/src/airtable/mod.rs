@@ -4,6 +4,7 @@
 
 pub mod binding;
 pub mod budget;
+pub mod calls;
 pub mod cells;
 pub mod client;
 pub mod config;

@@ -215,20 +215,32 @@ impl Inbound {
         metrics::gauge!("inbound_webhooks_healthy").set(if healthy { 1.0 } else { 0.0 });
     }
 
-    /// How often `table` is polled now: slower while the webhooks are healthy.
+    /// How often `table` is polled now: slower while the webhooks are healthy, stretched to
+    /// fit the monthly call budget.
     fn poll_interval(&self, users: bool) -> Duration {
-        match (users, self.webhooks_healthy()) {
+        let base = match (users, self.webhooks_healthy()) {
             (true, false) => self.config.users_poll,
             (true, true) => self.config.users_poll.max(self.config.users_poll_healthy),
             (false, false) => self.config.poll,
             (false, true) => self.config.poll.max(self.config.poll_healthy),
-        }
+        };
+        self.shape(base)
     }
 
-    /// How often everything is reconciled now: slower while the webhooks are healthy.
+    /// How often everything is reconciled now: slower while the webhooks are healthy,
+    /// stretched to fit the monthly call budget.
     fn reconcile_interval(&self) -> Option<Duration> {
         let r = self.config.reconcile?;
-        Some(if self.webhooks_healthy() { r.max(self.config.reconcile_healthy) } else { r })
+        Some(self.shape(if self.webhooks_healthy() {
+            r.max(self.config.reconcile_healthy)
+        } else {
+            r
+        }))
+    }
+
+    /// A periodic interval stretched to fit AIRTABLE_MONTHLY_CALL_BUDGET.
+    fn shape(&self, interval: Duration) -> Duration {
+        crate::airtable::calls::stretched(interval, self.client.budget().calls())
     }
 
     /// The count of held deletions, shared with readiness.

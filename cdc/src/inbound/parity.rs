@@ -30,7 +30,7 @@ impl Inbound {
         loop {
             // The first run waits one interval too: at start the stream may be catching up.
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(self.shape(every)) => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
             if verifier.is_none() {
@@ -45,7 +45,7 @@ impl Inbound {
                 }
             }
             if let Some(v) = &verifier {
-                self.parity_run(v).await;
+                crate::airtable::calls::shaped(self.parity_run(v)).await;
             }
         }
     }

@@ -199,7 +199,7 @@ impl Inbound {
                 }
                 _ = tokio::time::sleep_until(next_poll) => {
                     let started = Instant::now();
-                    if let Err(e) = self.poll_table(users).await {
+                    if let Err(e) = crate::airtable::calls::shaped(self.poll_table(users)).await {
                         metrics::counter!("inbound_errors_total", "task" => "users").increment(1);
                         tracing::warn!(error = %e, "users poll failed");
                     }
@@ -231,9 +231,9 @@ impl Inbound {
                 let name = self.applier.mapping().tables[ti].table.name;
                 let started = Instant::now();
                 let result = if reconcile {
-                    self.reconcile_table(ti).await
+                    crate::airtable::calls::shaped(self.reconcile_table(ti)).await
                 } else {
-                    self.poll_table(ti).await
+                    crate::airtable::calls::shaped(self.poll_table(ti)).await
                 };
                 if let Err(e) = result {
                     metrics::counter!("inbound_errors_total", "task" => "bulk").increment(1);

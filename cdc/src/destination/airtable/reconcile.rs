@@ -10,7 +10,7 @@ impl AirtableDestination {
     /// after its row was deleted.
     pub async fn reconcile(&mut self) -> Result<(), DestinationError> {
         if !std::mem::take(&mut self.reconcile_full) {
-            return self.sampled_reconcile().await;
+            return crate::airtable::calls::shaped(self.sampled_reconcile()).await;
         }
         let started = Instant::now();
         self.flush_all().await?;
@@ -83,7 +83,11 @@ impl AirtableDestination {
             ms = started.elapsed().as_millis() as u64,
             "sampled reconcile"
         );
-        self.reconcile_at = self.config.reconcile_interval.map(|i| Instant::now() + i);
+        let calls = self.client.budget().calls();
+        self.reconcile_at = self
+            .config
+            .reconcile_interval
+            .map(|i| Instant::now() + crate::airtable::calls::stretched(i, calls));
         Ok(())
     }
 

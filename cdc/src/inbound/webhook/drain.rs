@@ -4,6 +4,21 @@ use super::*;
 use schema::mapping::TableId;
 
 impl Inbound {
+    /// The next payload number of hook `id` to read (1 for a hook never read).
+    pub(super) async fn stored_cursor(
+        &self,
+        kind: HookKind,
+        id: &str,
+    ) -> Result<u64, InboundError> {
+        Ok(self
+            .applier
+            .checkpoint(&kind.cursor())
+            .await?
+            .filter(|c| c["id"] == id)
+            .and_then(|c| c["cursor"].as_u64())
+            .unwrap_or(1))
+    }
+
     /// Reads and applies payloads from the stored cursor until Airtable has no more.
     /// Returns whether the hook reported an error (it must be re-created).
     pub async fn drain_payloads(&self, kind: HookKind) -> Result<bool, InboundError> {
@@ -11,13 +26,7 @@ impl Inbound {
         let wanted = |t: TableId| self.covers(kind, t);
         let noticed = Instant::now();
         // Read once: every page commits its successor, so the loop knows it from there.
-        let mut cursor = self
-            .applier
-            .checkpoint(&kind.cursor())
-            .await?
-            .filter(|c| c["id"] == hook.id.as_str())
-            .and_then(|c| c["cursor"].as_u64())
-            .unwrap_or(1);
+        let mut cursor = self.stored_cursor(kind, &hook.id).await?;
         loop {
             let page = self.client.payloads(kind.lane(), &hook.id, cursor).await?;
             let payloads = page["payloads"].as_array().cloned().unwrap_or_default();

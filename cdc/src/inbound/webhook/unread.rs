@@ -50,13 +50,7 @@ impl Inbound {
                 || h["areNotificationsEnabled"] == json!(true);
             healthy &= h["isHookEnabled"] == json!(true) && notifying;
             let next = h["cursorForNextPayload"].as_u64().unwrap_or(1);
-            let stored = self
-                .applier
-                .checkpoint(&kind.cursor())
-                .await?
-                .filter(|c| c["id"] == hook.id.as_str())
-                .and_then(|c| c["cursor"].as_u64())
-                .unwrap_or(1);
+            let stored = self.stored_cursor(kind, &hook.id).await?;
             if next > stored {
                 // With a notification URL, a ping should have come: count it as lost.
                 if self.config.webhook_public_url.is_some() {
