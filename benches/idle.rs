@@ -53,7 +53,7 @@ async fn run(label: &'static str, public_url: bool, window: Duration) -> Case {
     let _child = cmd.spawn().expect("cdc run");
     // Warm-up: the start (webhooks, the first reconcile of every table, the backfill of the
     // demo data) until the request rate is that of an idle daemon.
-    tokio::time::sleep(Duration::from_secs(90)).await;
+    tokio::time::sleep(Duration::from_secs(180)).await;
     let warmup = by_kind(&e);
     e.admin().reset_stats();
     tokio::time::sleep(window).await;
@@ -104,7 +104,7 @@ async fn main() {
         ]);
     }
     println!(
-        "\nIdle Airtable calls, release cdc with default settings, {} s window after a 90 s warm-up (the warm-up column: the start, which runs every reconcile once), one user provisioned a minute\n",
+        "\nIdle Airtable calls, release cdc with default settings, {} s window after a 180 s warm-up (the warm-up column: the start, which runs every reconcile once)\n",
         window.as_secs()
     );
     print_table(
