@@ -86,3 +86,58 @@ async fn a_listing_lacking_40_percent_of_a_table_holds_every_deletion_and_delete
     assert!(held(&db).await.is_empty());
     r.stop().await;
 }
+
+/// The daemon's readiness carries the warning (still 200) while deletions are held.
+#[tokio::test]
+async fn held_deletions_make_readyz_warn_and_stay_ready() {
+    let db = test_db().await;
+    let e = testkit::airtable::emulator(
+        testkit::airtable::schema_for(&mapping(), |_| {}),
+        airtable_emulator::RateLimits::off(),
+    )
+    .await;
+    let (slot, publication) = super::outbound::setup(&db, &e).await;
+    let new: Vec<Value> = (0..27).map(|i| json!({ "Name": format!("Doel {i}") })).collect();
+    let created = e.admin().create_records(BASE, "Goals", new).expect("create");
+    let port = testkit::cdc::free_port();
+    let mut cmd = testkit::airtable::cdc_run(
+        &testkit::cargo_bin("cdc"),
+        &db.url(),
+        &slot,
+        &publication,
+        port,
+        &e,
+    );
+    for (var, ms) in [
+        ("SYNC_INBOUND_RECONCILE_MS", "1000"),
+        ("SYNC_INBOUND_RECONCILE_HEALTHY_MS", "1000"),
+        ("SYNC_POLL_MS", "500"),
+        ("SYNC_POLL_HEALTHY_MS", "500"),
+    ] {
+        cmd.env(var, ms);
+    }
+    let _daemon = tokio::process::Command::from(cmd)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("cdc run");
+    let limit = std::time::Duration::from_secs(60);
+    testkit::cdc::wait_until(limit, "the goals are in Postgres", || async {
+        live_goals(&db).await == 30
+    })
+    .await;
+    let hidden: Vec<String> =
+        created.iter().take(12).map(|r| r["id"].as_str().expect("id").to_owned()).collect();
+    e.admin().hide_from_listings(&hidden, true);
+    let http = reqwest::Client::new();
+    testkit::cdc::wait_until(limit, "/readyz warns of the held deletions", || async {
+        let Ok(r) = http.get(format!("http://127.0.0.1:{port}/readyz")).send().await else {
+            return false;
+        };
+        r.status() == 200
+            && r.text().await.unwrap_or_default().contains("12 inferred deletion(s) held")
+    })
+    .await;
+    assert_eq!(live_goals(&db).await, 30, "nothing deleted");
+}
