@@ -6,22 +6,17 @@
 //!
 //! `cargo bench -p benches --bench inbound`
 
-use airtable_emulator::{Emulator, RateLimits};
-use benches::{cluster_with_database, percentile, print_table};
+use airtable_emulator::Emulator;
+use benches::{percentile, print_table};
 use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
 use testkit::{
-    airtable::{
-        airtable_config, emulator, mapping, mirror_reference_data, schema_for, start_sync_sharing,
-        BASE,
-    },
-    cdc::prepare,
+    airtable::{airtable_config, mapping, start_sync_sharing, BASE},
     inbound::start_inbound_sharing,
 };
 
-const DEMO: &str = include_str!("../tests/stack/demo.sql");
 const USER: &str = "00000000-0000-4000-8000-000000000701";
 const HABIT: &str = "00000000-0000-4000-8000-000000000403";
 const USERS: usize = 60;
