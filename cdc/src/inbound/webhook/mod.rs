@@ -1,9 +1,12 @@
 //! The base's two webhooks, each kept alive (created, re-created when broken, refreshed well
 //! before expiry), its pings verified, its payloads applied from its stored cursor:
 //! - `users`: scoped to the users table, read in the fast lane at once on every ping;
-//! - `base`: everything else, read in the bulk lane at most every 5 s, because every
-//!   outbound write also raises a payload here and reading each at once would cost a
-//!   request per outbound write (reference data is not urgent; its poll runs every 2 minutes).
+//! - `base`: everything else, read in the bulk lane at most every 5 s and once its pings
+//!   have settled (`settle`), because every outbound write also raises a payload here and
+//!   an admin typing raises one per keystroke: reading each at once would cost a request each.
+//!
+//! Pings can be lost: `unread` lists both hooks in one request on a timer and wakes a hook
+//! whose `cursorForNextPayload` is past its stored cursor.
 //!
 //! Checkpoints: `inbound.webhook.<kind>` holds a hook (id, MAC secret, notification URL,
 //! specification); `inbound.webhook.<kind>.cursor` its next payload number, committed in the
