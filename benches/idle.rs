@@ -33,10 +33,10 @@ fn by_kind(e: &Emulator) -> BTreeMap<String, u64> {
 }
 
 async fn run(label: &'static str, public_url: bool, window: Duration) -> Case {
-    let bin =
-        std::env::var("BENCH_CDC_BIN").map(Into::into).unwrap_or_else(|_| benches::release_cdc());
+    let other: Option<std::path::PathBuf> = std::env::var("BENCH_CDC_BIN").ok().map(Into::into);
+    let bin = other.clone().unwrap_or_else(benches::release_cdc);
     let (_cluster, url, pool, e) =
-        benches::demo_stack(&format!("idle_{}", public_url as u8), "idle").await;
+        benches::demo_stack(&format!("idle_{}", public_url as u8), "idle", other.as_deref()).await;
     let port = free_port();
     let mut cmd = tokio::process::Command::from(testkit::airtable::cdc_run(
         &bin,

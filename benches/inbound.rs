@@ -34,7 +34,7 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() {
-    let (_cluster, url, pool, e) = benches::demo_stack("inbound_bench", "bench").await;
+    let (_cluster, url, pool, e) = benches::demo_stack("inbound_bench", "bench", None).await;
 
     // Airtable's real limits, one budget for both directions, users keep a slot per window.
     let mut at = airtable_config(&e);

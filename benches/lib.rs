@@ -58,16 +58,31 @@ pub fn peak_rss_kb(pid: u32) -> u64 {
 
 /// Builds the release `cdc` binary; returns its path.
 /// A database `name` with the demo data, the emulator under Airtable's limits holding the
-/// demo's reference data, and a slot `{prefix}_slot` with publication `{prefix}_pub`.
+/// demo's reference data, and a slot `{prefix}_slot` with publication `{prefix}_pub`. With
+/// `migrate_with`, that `cdc` binary migrates (an older build knows only its own migrations).
 pub async fn demo_stack(
     name: &str,
     prefix: &str,
+    migrate_with: Option<&std::path::Path>,
 ) -> (testkit::Cluster, String, sqlx::PgPool, airtable_emulator::Emulator) {
     use testkit::airtable::{emulator, mapping, mirror_reference_data, schema_for, BASE};
     let (cluster, url) = cluster_with_database(&[], name).await;
     let pool =
         sqlx::postgres::PgPoolOptions::new().max_connections(8).connect(&url).await.expect("pool");
-    schema::postgres::migrate::run(&pool).await.expect("migrate");
+    match migrate_with {
+        Some(bin) => {
+            let ok = tokio::process::Command::new(bin)
+                .arg("migrate")
+                .env("DATABASE_URL", &url)
+                .status()
+                .await
+                .expect("cdc migrate");
+            assert!(ok.success(), "{} migrate failed", bin.display());
+        }
+        None => {
+            schema::postgres::migrate::run(&pool).await.expect("migrate");
+        }
+    }
     sqlx::raw_sql(include_str!("../tests/stack/demo.sql")).execute(&pool).await.expect("demo");
     let e =
         emulator(schema_for(&mapping(), |_| {}), airtable_emulator::RateLimits::default()).await;
