@@ -147,8 +147,9 @@ impl Cluster {
             ("listen_addresses".into(), "127.0.0.1".into()),
             ("wal_level".into(), self.options.wal_level.clone()),
             ("max_connections".into(), "300".into()),
-            ("max_replication_slots".into(), "20".into()),
-            ("max_wal_senders".into(), "20".into()),
+            // Slots and replication origins share this limit; the suite runs many of both.
+            ("max_replication_slots".into(), "64".into()),
+            ("max_wal_senders".into(), "40".into()),
             ("fsync".into(), "off".into()),
             ("synchronous_commit".into(), "off".into()),
             ("full_page_writes".into(), "off".into()),

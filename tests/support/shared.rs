@@ -80,10 +80,21 @@ impl Drop for TestDb {
                     }
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-                sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                let dropped = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
                     .execute(&mut conn)
                     .await
-                    .ok()
+                    .ok();
+                // Replication origins are cluster-wide and each one that was used holds one
+                // of max_replication_slots' tracking slots until dropped: without this, the
+                // suite runs out of them and later appliers cannot set up their sessions.
+                let _ = sqlx::query(
+                    "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin
+                     WHERE roname IN ('coach_inbound_' || $1, 'coach_inbound_' || $1 || '_cli')",
+                )
+                .bind(&name)
+                .execute(&mut conn)
+                .await;
+                dropped
             })
         })
         .join();
