@@ -59,6 +59,7 @@ pub fn register_metrics() {
     }
     metrics::gauge!("inbound_webhooks_healthy").set(0.0);
     metrics::gauge!("airtable_calls_projected_monthly").set(0.0);
+    metrics::gauge!("airtable_call_budget_exceeded").set(0.0);
     for task in ["webhook", "users", "bulk", "parity"] {
         metrics::counter!("inbound_errors_total", "task" => task).absolute(0);
     }

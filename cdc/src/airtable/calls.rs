@@ -119,6 +119,8 @@ impl CallMeter {
 
     fn check(&self, live: f64) {
         let Some(budget) = self.budget else { return };
+        // Also set here: the meter may be made before the recorder is installed.
+        metrics::gauge!("airtable_call_budget_monthly").set(budget as f64);
         let over = live > budget as f64;
         metrics::gauge!("airtable_call_budget_exceeded").set(if over { 1.0 } else { 0.0 });
         if over {
