@@ -39,8 +39,6 @@ pub enum LoginChange {
 pub enum LoginError {
     #[error("cannot create or alter role {name}: {source}; run `cdc init` as a role with CREATEROLE{}", if *replication { " that may grant REPLICATION (a superuser before PostgreSQL 16)" } else { "" })]
     NotAllowed { name: String, replication: bool, source: SqlError },
-    #[error(transparent)]
-    Sql(#[from] SqlError),
 }
 
 /// Creates `login` or brings it in line. The password travels as a SCRAM-SHA-256 verifier
@@ -54,35 +52,23 @@ pub async fn ensure(client: &Client, login: &Login) -> Result<LoginChange, Login
         if login.replication { "REPLICATION" } else { "NOREPLICATION" },
         quote_literal(&verifier)
     );
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&login.name])
-        .await
-        .map_err(SqlError::from)?
-        .is_some();
     let not_allowed = |source: tokio_postgres::Error| LoginError::NotAllowed {
         name: login.name.clone(),
         replication: login.replication,
         source: source.into(),
     };
-    let change = if exists {
-        client
-            .batch_execute(&format!("ALTER ROLE {name} {attributes}"))
-            .await
-            .map_err(not_allowed)?;
-        LoginChange::Updated
-    } else {
-        match client.batch_execute(&format!("CREATE ROLE {name} {attributes}")).await {
-            Ok(()) => LoginChange::Created,
-            // Another `cdc init` made it meanwhile.
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_OBJECT) => {
-                client
-                    .batch_execute(&format!("ALTER ROLE {name} {attributes}"))
-                    .await
-                    .map_err(not_allowed)?;
-                LoginChange::Updated
-            }
-            Err(e) => return Err(not_allowed(e)),
+    // Create it; if it is there already (from an earlier run, or another one meanwhile),
+    // set it again.
+    let change = match client.batch_execute(&format!("CREATE ROLE {name} {attributes}")).await {
+        Ok(()) => LoginChange::Created,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_OBJECT) => {
+            client
+                .batch_execute(&format!("ALTER ROLE {name} {attributes}"))
+                .await
+                .map_err(not_allowed)?;
+            LoginChange::Updated
         }
+        Err(e) => return Err(not_allowed(e)),
     };
     client
         .batch_execute(&format!("GRANT {} TO {name}", quote_ident(login.group)))

@@ -115,16 +115,13 @@ impl Applier {
                 of = mapped.len(),
                 "a listing lacks too much of the table at once: its deletions are held (cdc inbound deletes list)"
             );
-            self.count_held().await?;
             return Ok(Vec::new());
-        }
-        if !back.is_empty() {
-            self.count_held().await?;
         }
         Ok(records)
     }
 
-    /// Sets `inbound_deletes_held{table}` from the queue; returns the total held.
+    /// Sets `inbound_deletes_held{table}` from the queue; returns the total held. The
+    /// daemon's bulk lane calls it after every round, so the CLI's decisions count too.
     pub async fn count_held(&self) -> sqlx::Result<i64> {
         let counts: Vec<(String, i64)> = sqlx::query_as(
             "SELECT table_name, count(*) FROM sync_held_deletes WHERE state = 'held' GROUP BY 1",
@@ -166,7 +163,6 @@ impl Applier {
             .bind(&done)
             .execute(&self.pool)
             .await?;
-        self.count_held().await?;
         Ok(done.len())
     }
 
@@ -179,7 +175,6 @@ impl Applier {
             .bind(&ids)
             .execute(&self.pool)
             .await?;
-        self.count_held().await?;
         Ok(ids.len())
     }
 
