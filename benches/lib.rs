@@ -12,6 +12,11 @@ pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples[rank.min(samples.len() - 1)]
 }
 
+/// Whether part `n` of a bench runs: BENCH_PARTS (e.g. `3,4`) picks parts; unset runs all.
+pub fn part(n: u32) -> bool {
+    std::env::var("BENCH_PARTS").map_or(true, |v| v.split(',').any(|p| p.trim() == n.to_string()))
+}
+
 /// Prints a Markdown table (pasteable into an issue note).
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     println!("| {} |", headers.join(" | "));

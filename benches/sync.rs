@@ -5,7 +5,7 @@
 //! - commit → visible-in-Airtable latency at 1k changes/s with limits off (p50, p99);
 //! - peak RSS of the `cdc` binary draining a 1M-row backlog (goal ≤ 150 MB).
 //!
-//! `cargo bench -p benches --bench sync`
+//! `cargo bench -p benches --bench sync` (BENCH_PARTS=3,4 runs parts 3 and 4 only)
 
 use airtable_emulator::{Emulator, RateLimits};
 use benches::{percentile, print_table};
@@ -128,7 +128,7 @@ async fn main() {
     let mut rows = Vec::new();
 
     // 1. Bulk inserts: requests per row.
-    {
+    if benches::part(1) {
         let (url, pool, e, slot, publication) = env.fresh(RateLimits::off()).await;
         let sync = start_sync(&url, &slot, &publication, airtable_config(&e), mapping()).await;
         e.admin().reset_stats();
@@ -145,7 +145,7 @@ async fn main() {
     }
 
     // 2. Hot rows: 10k updates over 100 rows within 5 s.
-    {
+    if benches::part(2) {
         let (url, pool, e, slot, publication) = env.fresh(RateLimits::off()).await;
         let sync = start_sync(&url, &slot, &publication, airtable_config(&e), mapping()).await;
         hot_rows(&pool).await;
@@ -180,7 +180,7 @@ async fn main() {
     }
 
     // 3. Default limits (5 requests/s per base) with a backlog.
-    {
+    if benches::part(3) {
         let (url, pool, e, slot, publication) = env.fresh(RateLimits::default()).await;
         insert_habits(&pool, 1_000, 1_000, 0).await;
         let mut config = airtable_config(&e);
@@ -201,7 +201,7 @@ async fn main() {
     }
 
     // 4. Commit -> visible latency at 1k changes/s, limits off.
-    {
+    if benches::part(4) {
         let (url, pool, e, slot, publication) = env.fresh(RateLimits::off()).await;
         let sync = start_sync(&url, &slot, &publication, airtable_config(&e), mapping()).await;
         hot_rows(&pool).await;
@@ -281,7 +281,7 @@ async fn main() {
     }
 
     // 5. The cdc binary draining a 1M-row backlog: its own peak RSS.
-    {
+    if benches::part(5) {
         let bin = benches::release_cdc();
         let (url, pool, e, slot, publication) = env.fresh(RateLimits::off()).await;
         for chunk in 0..10 {

@@ -39,6 +39,8 @@ pub fn register_metrics() {
         "sync_backfill_chunks_total",
         "sync_backfill_rows_superseded_total",
         "sync_parity_runs_total",
+        "inbound_stamps_written_total",
+        "inbound_stamp_failures_total",
     ] {
         metrics::counter!(name).absolute(0);
     }
@@ -72,6 +74,7 @@ pub fn register_metrics() {
         "sync_backfill_jobs_open",
         "sync_parity_last_run_timestamp_seconds",
         "cdc_ready",
+        "inbound_stamps_pending",
     ] {
         metrics::gauge!(gauge).set(0.0);
     }

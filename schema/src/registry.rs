@@ -385,6 +385,11 @@ pub static TABLES: &[Table] = &[
             pg("decided_at")
         ]
     ),
+    table!(
+        "sync_pending_stamps",
+        Sync,
+        [pg("table_name"), pg("airtable_id"), pg("pg_id"), pg("queued_at")]
+    ),
     // Authentication: written by the API only.
     table!(
         "refresh_tokens",

@@ -51,6 +51,7 @@ pub async fn start_inbound_sharing(
     config.poll = Duration::from_secs(3600);
     config.overlap = Duration::from_secs(5);
     config.reconcile = None;
+    config.stamp_delay = Duration::from_millis(100);
     tweak(&mut config);
     let client = Arc::new(AirtableClient::new(airtable, budget).expect("client"));
     let pool =

@@ -8,5 +8,6 @@ mod inbound;
 mod inbound_guard;
 mod inbound_healing;
 mod inbound_settle;
+mod inbound_stamps;
 mod monitoring;
 mod outbound;

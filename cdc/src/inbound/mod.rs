@@ -16,16 +16,17 @@ mod parity;
 pub mod payload;
 pub mod poll;
 pub mod read_through;
+mod stamp;
 pub mod values;
 pub mod webhook;
 
 use crate::airtable::{AirtableClient, Lane};
 use crate::config::millis;
-use apply::{Applied, Applier, Upsert};
+use apply::{Applier, Upsert};
 use payload::BaseSchema;
 use schema::mapping::TableId;
 use schema::{mapping::MappedTable, postgres::ConfigError};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use std::{sync::Arc, time::Duration};
 use tokio::sync::{watch, Notify, RwLock};
 
@@ -71,6 +72,9 @@ pub struct InboundConfig {
     pub verify_sample: usize,
     /// SYNC_VERIFY_SETTLE_MS: how long before drift is looked at again (60 s).
     pub verify_settle: Duration,
+    /// SYNC_STAMP_DELAY_MS: how long a new record's pg id may wait for nine more to share
+    /// its write (10 s).
+    pub stamp_delay: Duration,
 }
 
 impl InboundConfig {
@@ -95,6 +99,7 @@ impl InboundConfig {
             verify_interval: Some(parity::DEFAULT_INTERVAL),
             verify_sample: 50,
             verify_settle: Duration::from_secs(60),
+            stamp_delay: Duration::from_secs(10),
         }
     }
 
@@ -129,6 +134,7 @@ impl InboundConfig {
         c.negative_cache = ms("SYNC_READ_THROUGH_MISS_MS", c.negative_cache)?;
         c.settle = ms("SYNC_INBOUND_SETTLE_MS", c.settle)?;
         c.users_settle = ms("SYNC_INBOUND_USERS_SETTLE_MS", c.users_settle)?;
+        c.stamp_delay = ms("SYNC_STAMP_DELAY_MS", c.stamp_delay)?;
         if let Some(g) = var("SYNC_DELETE_GUARD") {
             c.delete_guard = apply::DeleteGuard::parse(&g)
                 .map_err(|reason| ConfigError::Invalid { var: "SYNC_DELETE_GUARD", reason })?;
@@ -159,6 +165,8 @@ pub struct Inbound {
     webhooks_healthy: std::sync::atomic::AtomicBool,
     /// The webhooks turned unhealthy: the backstops run at full speed from now.
     backstops_due: Notify,
+    /// Stamps were queued.
+    stamp_due: Notify,
 }
 
 impl Inbound {
@@ -181,6 +189,7 @@ impl Inbound {
             held_deletes: Default::default(),
             webhooks_healthy: Default::default(),
             backstops_due: Notify::new(),
+            stamp_due: Notify::new(),
         })
     }
 
@@ -336,30 +345,6 @@ impl Inbound {
         Ok(upserts)
     }
 
-    /// Writes the pg ids of rows created from Airtable records into those records, so the
-    /// outbound side's upserts (merged on the pg id) land on them instead of duplicating.
-    async fn stamp(&self, applied: &Applied) {
-        let m = self.applier.mapping();
-        type Stamps = Vec<(String, Map<String, Value>)>;
-        let mut by_table: std::collections::BTreeMap<TableId, Stamps> = Default::default();
-        for (ti, rec, id) in &applied.to_stamp {
-            let mut f = Map::new();
-            f.insert(m.merge_field.clone(), json!(id.to_string()));
-            by_table.entry(*ti).or_default().push((rec.clone(), f));
-        }
-        for (ti, records) in by_table {
-            for chunk in records.chunks(10) {
-                if let Err(e) =
-                    self.client.update(self.lane(ti), &m.tables[ti].airtable, chunk).await
-                {
-                    // The next full reconcile writes it again.
-                    metrics::counter!("inbound_stamp_failures_total").increment(1);
-                    tracing::warn!(table = m.tables[ti].table.name, error = %e, "cannot write pg ids into Airtable records");
-                }
-            }
-        }
-    }
-
     /// Runs every inbound task until `shutdown` turns true.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
         if self.schema.read().await.is_empty() {
@@ -375,6 +360,7 @@ impl Inbound {
             tokio::spawn(self.clone().users_task(lookups_rx, shutdown.clone())),
             tokio::spawn(self.clone().bulk_task(shutdown.clone())),
             tokio::spawn(self.clone().parity_task(shutdown.clone())),
+            tokio::spawn(self.clone().stamp_task(shutdown.clone())),
             tokio::spawn(read_through::listen(
                 self.applier.pool().clone(),
                 lookups_tx,

@@ -1,8 +1,9 @@
-//! Webhook payloads into a plan: what to apply straight from
-//! the payload, what to re-read through the records API (cells whose webhook format differs),
-//! what to delete, and what to park.
+//! Webhook payloads into a plan: what to apply straight from the payload (every mapped field
+//! type, its V2 cell turned into the V1 value), what to re-read through the records API (a
+//! field whose type in the base is not the mapped one, or a cell in a shape its type does not
+//! have), what to delete, and what to park.
 
-use super::{apply::Parked, apply::Upsert, values::same_in_payloads};
+use super::{apply::Parked, apply::Upsert, values::from_payload};
 use crate::airtable::meta::BaseMeta;
 use chrono::{DateTime, Utc};
 use schema::mapping::Mapping;
@@ -233,12 +234,20 @@ fn plan_one(
                         unknown.push(fid);
                         continue;
                     };
+                    if *name == mapping.merge_field {
+                        // A record that carries its pg id (made by an import) keeps its row.
+                        fields.insert(name.clone(), v);
+                        continue;
+                    }
                     let Some(c) = t.inbound().find(|c| c.field.field == *name) else { continue };
                     owned = true;
-                    if !same_in_payloads(&c.field.kind) || c.field.kind != *kind.as_str() {
-                        direct = false;
+                    match from_payload(&c.field.kind, &v).filter(|_| c.field.kind == *kind.as_str())
+                    {
+                        Some(v1) => {
+                            fields.insert(name.clone(), v1);
+                        }
+                        None => direct = false,
                     }
-                    fields.insert(name.clone(), v);
                 }
                 if !unknown.is_empty() {
                     if strict {
@@ -299,13 +308,14 @@ mod tests {
             { "id": "tblUSERS000000001", "name": "Users", "fields": [
                 { "id": "fldEMAIL000000001", "name": "Email", "type": "email" },
                 { "id": "fldROLE0000000001", "name": "Role", "type": "singleSelect" },
-                { "id": "fldBONUS000000001", "name": "Bonus points", "type": "number" } ] },
+                { "id": "fldBONUS000000001", "name": "Bonus points", "type": "number" },
+                { "id": "fldNAME0000000002", "name": "Name", "type": "formula" } ] },
             { "id": "tblOTHER000000001", "name": "Scratch", "fields": [] } ] });
         BaseSchema::from_meta(&BaseMeta::from_json(&meta), mapping)
     }
 
     #[test]
-    fn same_format_cells_apply_directly_others_are_reread() {
+    fn payload_cells_apply_directly_a_type_the_mapping_does_not_expect_is_reread() {
         let m = Mapping::default_mapping().expect("mapping");
         let s = schema(&m);
         let payloads = vec![json!({
@@ -315,19 +325,28 @@ mod tests {
                     "changedRecordsById": { "recGOAL0000000001": { "current": { "cellValuesByFieldId": { "fldORDER000000001": 4 } } } },
                     "destroyedRecordIds": ["recGOAL0000000002"] },
                 "tblUSERS000000001": {
-                    "createdRecordsById": { "recUSER0000000001": { "cellValuesByFieldId": {
-                        "fldEMAIL000000001": "a@b.nl", "fldROLE0000000001": { "id": "selX", "name": "user" } } } },
+                    "createdRecordsById": {
+                        "recUSER0000000001": { "cellValuesByFieldId": {
+                            "fldEMAIL000000001": "a@b.nl", "fldROLE0000000001": { "id": "selX", "name": "coach", "color": "blue" } } },
+                        "recUSER0000000003": { "cellValuesByFieldId": {
+                            "fldEMAIL000000001": "c@d.nl", "fldNAME0000000002": "computed" } } },
                     "changedRecordsById": { "recUSER0000000002": { "current": { "cellValuesByFieldId": { "fldBONUS000000001": 3 } } } } },
                 "tblOTHER000000001": { "createdRecordsById": { "recX": {} } } } })];
         let p = plan(&payloads, &s, &m, &|_| true, true);
-        assert_eq!(p.upserts.len(), 1);
-        assert_eq!(p.upserts[0].fields["Order"], json!(4));
-        assert!(!p.upserts[0].complete);
         let users = m.table_id("users").expect("users");
-        assert_eq!(p.reread[&users].iter().collect::<Vec<_>>(), vec!["recUSER0000000001"]);
+        let direct: Vec<(&str, &Map<String, Value>)> =
+            p.upserts.iter().map(|u| (u.record_id.as_str(), &u.fields)).collect();
+        assert_eq!(direct.len(), 2, "{direct:?}");
+        assert_eq!(direct[0].1["Order"], json!(4));
+        assert!(!p.upserts[0].complete);
+        assert!(p.upserts[0].changed_at.is_some());
+        assert_eq!(direct[1].0, "recUSER0000000001");
+        assert_eq!(direct[1].1["Role"], json!("coach"), "the option's name, as V1 has it");
+        assert!(p.upserts[1].complete);
+        // Bonus points are Postgres-owned: that change is not ours.
+        assert_eq!(p.reread[&users].iter().collect::<Vec<_>>(), vec!["recUSER0000000003"]);
         assert_eq!(p.deletes.len(), 1);
         assert!(p.parked.is_empty());
-        assert!(p.upserts[0].changed_at.is_some());
     }
 
     #[test]

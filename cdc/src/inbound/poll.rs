@@ -71,7 +71,7 @@ impl Inbound {
                 "poll applied changes"
             );
         }
-        self.stamp(&applied).await;
+        self.stamps_queued(&applied);
         Ok(records.len())
     }
 
@@ -100,7 +100,7 @@ impl Inbound {
                 .applier
                 .apply(Batch { upserts: self.with_parents(chunk).await?, ..Batch::default() })
                 .await?;
-            self.stamp(&applied).await;
+            self.stamps_queued(&applied);
         }
         let mut batch = Batch::default();
         if t.table.rows_owned_by_airtable() {
@@ -127,8 +127,9 @@ impl Inbound {
         // Records mapped earlier whose pg id never reached Airtable.
         if !unstamped.is_empty() {
             let ids = self.applier.mapped_records(t.table.name, &unstamped).await?;
-            let to_stamp = ids.into_iter().map(|(r, id)| (table, r, id)).collect();
-            self.stamp(&super::apply::Applied { to_stamp, ..Default::default() }).await;
+            let to_stamp: Vec<_> = ids.into_iter().map(|(r, id)| (table, r, id)).collect();
+            self.applier.queue_stamps(&to_stamp).await?;
+            self.stamps_queued(&super::apply::Applied { to_stamp, ..Default::default() });
         }
         Ok(records.len())
     }
@@ -150,7 +151,7 @@ impl Inbound {
         }
         let upserts = self.with_parents(self.upserts(users, &records)).await?;
         let applied = self.applier.apply(Batch { upserts, ..Batch::default() }).await?;
-        self.stamp(&applied).await;
+        self.stamps_queued(&applied);
         Ok(true)
     }
 

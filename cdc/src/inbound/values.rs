@@ -22,21 +22,25 @@ impl ValueError {
     }
 }
 
-/// Field types whose webhook (V2) value is the records API (V1) value: payload cells of
-/// these apply as they are; any other type is re-read through the records API.
-pub fn same_in_payloads(kind: &FieldKind) -> bool {
-    matches!(
-        kind,
-        FieldKind::SingleLineText
-            | FieldKind::MultilineText
-            | FieldKind::Email
-            | FieldKind::Url
-            | FieldKind::PhoneNumber
-            | FieldKind::Number
-            | FieldKind::Checkbox
-            | FieldKind::Date
-            | FieldKind::DateTime
-    )
+/// A webhook (V2) cell as the records API (V1) has it, so payload cells apply without a
+/// re-read: selects carry `{id, name, color}` where V1 has the name, links `{id, name}` where
+/// V1 has the record id. None: the cell is not in a shape this type has in V2 (re-read it).
+pub fn from_payload(kind: &FieldKind, v: &Value) -> Option<Value> {
+    let name = |o: &Value| o.get("name").and_then(Value::as_str).map(|n| json!(n));
+    let id = |o: &Value| o.get("id").and_then(Value::as_str).map(|n| json!(n));
+    let each = |f: &dyn Fn(&Value) -> Option<Value>| match v {
+        Value::Array(a) => a.iter().map(f).collect::<Option<Vec<_>>>().map(Value::Array),
+        _ => None,
+    };
+    match (kind, v) {
+        (_, Value::Null) => Some(Value::Null),
+        (FieldKind::SingleSelect, Value::Object(_)) => name(v),
+        (FieldKind::MultipleSelects, _) => each(&name),
+        (FieldKind::MultipleRecordLinks, _) => each(&id),
+        (FieldKind::SingleSelect | FieldKind::Unsupported(_), _) => None,
+        // Every other supported type has the same value in both formats.
+        _ => Some(v.clone()),
+    }
 }
 
 /// How a link column holds its links.
@@ -184,6 +188,24 @@ mod tests {
             |_: &str, c: &str| if c.ends_with("_ids") { LinkShape::Many } else { LinkShape::One };
         let cols = Columns { integer: &integer, link_shape: &shape, links };
         row_values(t, t.inbound(), fields.as_object().expect("object"), complete, &cols)
+    }
+
+    #[test]
+    fn payload_cells_become_records_api_cells() {
+        let select = json!({ "id": "selA", "name": "coach", "color": "blueLight2" });
+        assert_eq!(from_payload(&FieldKind::SingleSelect, &select), Some(json!("coach")));
+        assert_eq!(from_payload(&FieldKind::SingleSelect, &json!("coach")), None);
+        let selects = json!([{ "id": "selA", "name": "a" }, { "id": "selB", "name": "b" }]);
+        assert_eq!(from_payload(&FieldKind::MultipleSelects, &selects), Some(json!(["a", "b"])));
+        let links = json!([{ "id": "recCOMPANY0000001", "name": "Acme" }]);
+        assert_eq!(
+            from_payload(&FieldKind::MultipleRecordLinks, &links),
+            Some(json!(["recCOMPANY0000001"]))
+        );
+        assert_eq!(from_payload(&FieldKind::MultipleRecordLinks, &json!([{ "name": "x" }])), None);
+        assert_eq!(from_payload(&FieldKind::MultipleRecordLinks, &Value::Null), Some(Value::Null));
+        assert_eq!(from_payload(&FieldKind::Number, &json!(4)), Some(json!(4)));
+        assert_eq!(from_payload(&FieldKind::Unsupported("formula".into()), &json!(1)), None);
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub struct LoggedRequest {
     pub at_ms: u64,
     pub kind: &'static str,
     pub base: Option<String>,
+    /// The table of a records request, as the request named it.
+    pub table: Option<String>,
     pub status: u16,
     pub records: usize,
 }

@@ -103,8 +103,8 @@ pub struct Applied {
     pub deleted: usize,
     pub soft_deleted: usize,
     pub parked: usize,
-    /// Rows created for records that carry no pg id yet: (table index, record id, pg id).
-    /// The caller writes the pg id into Airtable, so outbound writes merge onto the record.
+    /// Rows created for records that carry no pg id yet: (table index, record id, pg id),
+    /// queued in `sync_pending_stamps` with them (the stamper writes them into Airtable).
     pub to_stamp: Vec<(TableId, String, Uuid)>,
 }
 
@@ -260,6 +260,11 @@ impl Applier {
         applied.parked = batch.parked.len();
         for (name, value) in &batch.checkpoints {
             crate::postgres::checkpoint::write(&mut *tx, name, value).await?;
+        }
+        if self.scope == Scope::Inbound {
+            // With the rows they belong to: a crash cannot lose a stamp. (An import's
+            // records get their pg ids from the outbound writes that follow it.)
+            store::queue_stamps(&mut *tx, &self.mapping, &applied.to_stamp).await?;
         }
         tx.commit().await?;
         let now = Utc::now();

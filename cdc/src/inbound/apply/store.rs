@@ -115,3 +115,104 @@ pub(super) async fn park<'e, E: sqlx::PgExecutor<'e>>(db: E, p: &Parked) -> sqlx
     };
     dead_letter::add(db, &d).await.map(|_| ())
 }
+
+/// One table's queued stamps: how many, and how long the oldest has waited.
+#[derive(Debug)]
+pub struct StampQueue {
+    pub table: String,
+    pub count: i64,
+    pub waited: std::time::Duration,
+}
+
+impl Applier {
+    pub async fn stamp_queue(&self) -> sqlx::Result<Vec<StampQueue>> {
+        let rows: Vec<(String, i64, f64)> = sqlx::query_as(
+            "SELECT table_name, count(*), extract(epoch FROM now() - min(queued_at))::float8
+             FROM sync_pending_stamps GROUP BY table_name ORDER BY table_name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(table, count, waited)| StampQueue {
+                table,
+                count,
+                waited: std::time::Duration::from_secs_f64(waited.max(0.0)),
+            })
+            .collect())
+    }
+
+    /// The oldest `n` queued stamps of `table`: (record id, pg id).
+    pub async fn stamps(&self, table: &str, n: usize) -> sqlx::Result<Vec<(String, Uuid)>> {
+        sqlx::query_as(
+            "SELECT airtable_id, pg_id FROM sync_pending_stamps WHERE table_name = $1
+             ORDER BY queued_at, airtable_id LIMIT $2",
+        )
+        .bind(table)
+        .bind(n as i64)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Stamps done (written, or needing no write): gone from the queue unless queued again
+    /// with another pg id meanwhile.
+    pub async fn stamps_written(&self, table: &str, done: &[(String, Uuid)]) -> sqlx::Result<()> {
+        let (records, ids): (Vec<String>, Vec<Uuid>) = done.iter().cloned().unzip();
+        sqlx::query(
+            "DELETE FROM sync_pending_stamps s USING unnest($2::text[], $3::uuid[]) AS d(rec, id)
+             WHERE s.table_name = $1 AND s.airtable_id = d.rec AND s.pg_id = d.id",
+        )
+        .bind(table)
+        .bind(&records)
+        .bind(&ids)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    /// Stamps of a table the mapping no longer has.
+    pub async fn drop_stamps(&self, table: &str) -> sqlx::Result<()> {
+        sqlx::query("DELETE FROM sync_pending_stamps WHERE table_name = $1")
+            .bind(table)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    /// Parks one record outside a batch (a refused stamp).
+    pub async fn park_one(&self, p: &Parked) -> sqlx::Result<()> {
+        park(&self.pool, p).await
+    }
+
+    /// Queues stamps outside a batch (records mapped earlier whose pg id never reached
+    /// Airtable, found by a reconcile).
+    pub async fn queue_stamps(&self, stamps: &[(TableId, String, Uuid)]) -> sqlx::Result<()> {
+        queue_stamps(&self.pool, &self.mapping, stamps).await
+    }
+}
+
+/// Queues pg ids to write into the records their rows were made from (a record queued
+/// again keeps its newest pg id).
+pub(crate) async fn queue_stamps<'e, E: sqlx::PgExecutor<'e>>(
+    db: E,
+    mapping: &Mapping,
+    stamps: &[(TableId, String, Uuid)],
+) -> sqlx::Result<()> {
+    if stamps.is_empty() {
+        return Ok(());
+    }
+    let tables: Vec<&str> = stamps.iter().map(|(t, _, _)| mapping.tables[*t].table.name).collect();
+    let records: Vec<&str> = stamps.iter().map(|(_, r, _)| r.as_str()).collect();
+    let ids: Vec<Uuid> = stamps.iter().map(|(_, _, id)| *id).collect();
+    sqlx::query(
+        "INSERT INTO sync_pending_stamps (table_name, airtable_id, pg_id)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[])
+         ON CONFLICT (table_name, airtable_id) DO UPDATE SET pg_id = EXCLUDED.pg_id",
+    )
+    .bind(&tables)
+    .bind(&records)
+    .bind(&ids)
+    .execute(db)
+    .await
+    .map(|_| ())
+}

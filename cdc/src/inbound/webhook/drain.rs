@@ -113,7 +113,7 @@ impl Inbound {
                     .record(noticed.elapsed().as_secs_f64());
             }
             tracing::info!(webhook = %hook.id, cursor, next, written = applied.written, deleted = applied.deleted + applied.soft_deleted, parked = applied.parked, "applied webhook payloads");
-            self.stamp(&applied).await;
+            self.stamps_queued(&applied);
             if let Some(code) = plan.hook_error {
                 tracing::warn!(webhook = %hook.id, %code, "the webhook reported an error: it will be re-created");
                 self.hooks.write().await.remove(&kind);

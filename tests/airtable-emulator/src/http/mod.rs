@@ -82,11 +82,12 @@ async fn v0(
     let route = Route::parse(&method, uri.path());
     let kind = route.kind();
     let base = route.base().map(str::to_owned);
+    let table = route.table().map(str::to_owned);
     let (response, status, records) =
         pipeline(&shared, route, &headers, Request { uri, body }).await;
     let write = matches!(kind, "create" | "update" | "replace" | "upsert" | "delete");
     let at_ms = shared.started.elapsed().as_millis() as u64;
-    lock(&shared.stats).record(LoggedRequest { at_ms, kind, base, status, records }, write);
+    lock(&shared.stats).record(LoggedRequest { at_ms, kind, base, table, status, records }, write);
     response
 }
 

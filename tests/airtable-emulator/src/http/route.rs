@@ -130,6 +130,20 @@ impl Route {
         }
     }
 
+    /// The table a records request names (as sent: a name or an id).
+    pub fn table(&self) -> Option<&str> {
+        match self {
+            Route::List { table, .. }
+            | Route::Get { table, .. }
+            | Route::Create { table, .. }
+            | Route::UpdateMany { table, .. }
+            | Route::UpdateOne { table, .. }
+            | Route::DeleteMany { table, .. }
+            | Route::DeleteOne { table, .. } => Some(table),
+            _ => None,
+        }
+    }
+
     /// The kind counted in stats.
     pub fn kind(&self) -> &'static str {
         match self {
