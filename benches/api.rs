@@ -1,6 +1,12 @@
 //! The API's hot paths under load, side by side with pgbench running the same SQL:
 //! 10k users with a year of usage (~1M habit and method usage rows), 32 concurrent
-//! keep-alive connections on loopback. Goals: p95 ≤ 5 ms; throughput ≥ 0.5× pgbench.
+//! keep-alive connections on loopback. Goals, in every one of BENCH_API_RUNS (3) runs:
+//! p95 ≤ 5 ms; throughput ≥ 0.8× pgbench for programs, ≥ 0.5× for habit usage. Prints the
+//! programs plan, each run, then min / median / max.
+//!
+//! The database is vacuumed after seeding, as a live one is kept: a freshly bulk-loaded
+//! table is vacuumed by autovacuum a minute later, and that pass, landing inside one run
+//! and not another, is what moved p95 between runs (3.76 ms against 6.32 ms).
 //!
 //! `cargo bench -p benches --bench api`
 
@@ -24,6 +30,9 @@ fn user_id(n: u32) -> uuid::Uuid {
     format!("10000000-0000-4000-8000-{n:012}").parse().expect("uuid")
 }
 
+/// The API's programs read (api/src/data/programs.rs), :uid the caller.
+const PROGRAMS_SQL: &str = "SELECT p.id, p.name, p.start_date, p.end_date, p.goal_ids, p.method_ids, p.day_of_week_ids, p.motivation, p.planned_sessions, p.completed_sessions, p.percent_complete, p.created_at, p.updated_at FROM programs_with_progress p WHERE p.user_id = :uid ORDER BY p.start_date DESC;";
+
 const SEED: &str = "
 INSERT INTO users (id, email, name)
   SELECT ('10000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid, 'u' || n || '@example.com', 'User ' || n
@@ -40,8 +49,7 @@ INSERT INTO method_usage (user_id, method_id, program_id, used_on)
   FROM programs p, generate_series(0, 49) d WHERE p.name = 'Programma';
 INSERT INTO habit_usage (user_id, method_id, date)
   SELECT u.id, CASE WHEN d % 2 = 0 THEN '00000000-0000-4000-8000-000000000403'::uuid ELSE '00000000-0000-4000-8000-000000000404'::uuid END, current_date - d * 7 - (d % 2)
-  FROM users u, generate_series(0, 49) d WHERE u.email LIKE 'u%@example.com';
-ANALYZE;";
+  FROM users u, generate_series(0, 49) d WHERE u.email LIKE 'u%@example.com';";
 
 /// (latencies, requests/s) of GET `path` as random users over 32 keep-alive connections for
 /// SECONDS: one lean HTTP/1 connection per worker, so the generator costs little CPU.
@@ -161,7 +169,22 @@ async fn main() {
     .fetch_one(&pool)
     .await
     .expect("count");
+    // Settled: visibility maps set (index-only scans), statistics fresh, no autovacuum or
+    // checkpoint left to land inside a run.
+    for sql in ["VACUUM (ANALYZE)", "CHECKPOINT"] {
+        sqlx::raw_sql(sql).execute(&pool).await.expect(sql);
+    }
     eprintln!("seeded {rows} usage rows in {:.0} s", seeded.elapsed().as_secs_f64());
+
+    // The plan measured, with its buffer reads: what a request costs Postgres.
+    let plan: Vec<String> = sqlx::query_scalar(&format!(
+        "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF) {}",
+        PROGRAMS_SQL.replace(":uid", &format!("'{}'::uuid", user_id(1)))
+    ))
+    .fetch_all(&pool)
+    .await
+    .expect("explain");
+    eprintln!("GET /api/programs plan:\n  {}", plan.join("\n  "));
 
     let auth = api::AuthConfig::new(SECRET).expect("secret");
     let tokens: Arc<Vec<String>> = Arc::new(
@@ -197,46 +220,79 @@ async fn main() {
         (
             "GET /api/programs",
             "/api/programs",
-            "SELECT p.id, p.name, p.start_date, p.end_date, p.goal_ids, p.method_ids, p.day_of_week_ids, p.motivation, pp.planned_sessions, pp.completed_sessions, pp.percent_complete, p.created_at, p.updated_at FROM programs p JOIN program_progress pp ON pp.program_id = p.id WHERE p.user_id = :uid ORDER BY p.start_date DESC;",
+            PROGRAMS_SQL,
+            0.8,
         ),
         (
             "GET /api/habit-usage (30 days)",
             "/api/habit-usage",
             "SELECT id, method_id, date FROM habit_usage WHERE user_id = :uid AND date BETWEEN current_date - 30 AND current_date ORDER BY date, method_id;",
+            0.5,
         ),
     ];
-    let mut table = Vec::new();
-    for (label, path, sql) in cases {
-        let (mut lat, rate) = load(addr, tokens.clone(), path).await;
-        let tps = tokio::task::block_in_place(|| pgbench(&cluster, sql));
-        let p95 = percentile(&mut lat, 95.0);
-        table.push(vec![
+    let runs: usize =
+        std::env::var("BENCH_API_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
+    let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
+    let mut each = Vec::new();
+    let mut summary = Vec::new();
+    for (label, path, sql, ratio_goal) in cases {
+        let mut p95s = Vec::new();
+        let mut ratios = Vec::new();
+        for run in 1..=runs {
+            let (mut lat, rate) = load(addr, tokens.clone(), path).await;
+            let tps = tokio::task::block_in_place(|| pgbench(&cluster, sql));
+            let p95 = percentile(&mut lat, 95.0);
+            p95s.push(p95);
+            ratios.push(rate / tps);
+            each.push(vec![
+                label.to_owned(),
+                run.to_string(),
+                ms(percentile(&mut lat, 50.0)),
+                ms(p95),
+                ms(percentile(&mut lat, 99.0)),
+                format!("{rate:.0}"),
+                format!("{tps:.0}"),
+                format!("{:.2}×", rate / tps),
+            ]);
+        }
+        let mut sorted = p95s.clone();
+        sorted.sort();
+        ratios.sort_by(f64::total_cmp);
+        let met = p95s.iter().all(|p| *p <= Duration::from_millis(5)) && ratios[0] >= ratio_goal;
+        summary.push(vec![
             label.to_owned(),
-            format!("{:.2}", percentile(&mut lat, 50.0).as_secs_f64() * 1000.0),
-            format!("{:.2}", p95.as_secs_f64() * 1000.0),
-            format!("{:.2}", percentile(&mut lat, 99.0).as_secs_f64() * 1000.0),
-            format!("{rate:.0}"),
-            format!("{tps:.0}"),
-            format!("{:.2}×", rate / tps),
-            if p95 <= Duration::from_millis(5) && rate >= 0.5 * tps {
-                "yes".into()
-            } else {
-                "NO".into()
-            },
+            format!("{} / {} / {}", ms(sorted[0]), ms(sorted[runs / 2]), ms(sorted[runs - 1])),
+            format!(
+                "{:.2}× / {:.2}× / {:.2}× (goal ≥ {ratio_goal}×)",
+                ratios[0],
+                ratios[runs / 2],
+                ratios[runs - 1]
+            ),
+            if met { "yes" } else { "NO" }.into(),
         ]);
     }
     println!("\nAPI hot paths: {USERS} users, {rows} usage rows, {CONNECTIONS} keep-alive connections, API pool {pool_size}, {pipeline} pipelined read connections, {SECONDS} s each (load generator, API and Postgres share 2 cores)\n");
     print_table(
         &[
             "endpoint",
+            "run",
             "p50 ms",
             "p95 ms",
             "p99 ms",
             "API req/s",
             "pgbench tps (same SQL)",
             "ratio",
-            "p95 ≤ 5 ms and ≥ 0.5×",
         ],
-        &table,
+        &each,
+    );
+    println!("\nover {runs} runs (min / median / max)\n");
+    print_table(
+        &[
+            "endpoint",
+            "p95 ms",
+            "API / pgbench",
+            "p95 ≤ 5 ms in every run, ratio goal in every run",
+        ],
+        &summary,
     );
 }

@@ -117,7 +117,13 @@ async fn insert_habits(pool: &sqlx::PgPool, n: usize, per_tx: usize, day0: usize
 async fn main() {
     let cluster = tokio::task::spawn_blocking(|| {
         Cluster::start(ClusterOptions {
-            settings: vec![("max_wal_size".into(), "8GB".into())],
+            // Postgres's default durability for commits (test clusters turn it off): with
+            // synchronous_commit off the walsender sees a commit only once the WAL writer
+            // flushes it, every wal_writer_delay (200 ms), which is not the daemon's latency.
+            settings: vec![
+                ("max_wal_size".into(), "8GB".into()),
+                ("synchronous_commit".into(), "on".into()),
+            ],
             ..ClusterOptions::default()
         })
     })

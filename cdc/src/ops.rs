@@ -58,6 +58,7 @@ pub fn register_metrics() {
     metrics::counter!("cdc_destination_paused_total", "cause" => "auth").absolute(0);
     for hook in ["users", "base"] {
         metrics::counter!("inbound_unread_payloads_found_total", "hook" => hook).absolute(0);
+        metrics::counter!("inbound_pings_covered_total", "hook" => hook).absolute(0);
     }
     metrics::gauge!("inbound_webhooks_healthy").set(0.0);
     metrics::gauge!("airtable_calls_projected_monthly").set(0.0);

@@ -421,7 +421,7 @@ pub static TABLES: &[Table] = &[
 ];
 
 /// Derived views (computed in SQL, never stored).
-pub static VIEWS: &[&str] = &["program_progress"];
+pub static VIEWS: &[&str] = &["program_progress", "programs_with_progress"];
 
 /// A derived view over one table's rows, and the tables whose changes move it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -435,7 +435,7 @@ pub struct Derivation {
     pub sources: &'static [(&'static str, &'static str)],
 }
 
-/// What `program_progress` is computed from (its definition in 0003_operational.sql): the
+/// What `program_progress` is computed from (its definition in 0012_progress_index.sql): the
 /// program, its planning and its method usage. The sync recomputes it for every program these
 /// changes touch, so no writer has to say so.
 pub static DERIVATIONS: &[Derivation] = &[Derivation {

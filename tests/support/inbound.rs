@@ -47,6 +47,7 @@ pub async fn start_inbound_sharing(
     let mut config = InboundConfig::new(Some(format!("{base}/webhooks/airtable")));
     config.webhook_poll = Duration::from_secs(3600);
     config.base_webhook_gap = Duration::from_millis(50);
+    config.base_webhook_gap_max = Duration::from_millis(400);
     config.users_poll = Duration::from_secs(3600);
     config.poll = Duration::from_secs(3600);
     config.overlap = Duration::from_secs(5);

@@ -352,7 +352,8 @@ async fn duplicate_and_replayed_deliveries_change_nothing() {
     // The deliveries again, as if the cursor's commit had been lost: each payload is
     // known by (webhook, number), so replaying the older name cannot roll the row back.
     exec(&db.pool, &format!("UPDATE sync_checkpoint SET value = jsonb_set(value, '{{cursor}}', '{start}') WHERE name = 'inbound.webhook.base.cursor'")).await;
-    r.inbound.drain_payloads(HookKind::Base).await.expect("drain");
+    let drained = r.inbound.drain_payloads(HookKind::Base).await.expect("drain");
+    assert!(!drained.broken && drained.changed == 0, "replays change nothing: {drained:?}");
     assert_eq!(cursor(&db).await.as_deref(), Some(after.as_str()));
     assert_eq!(
         text(&db.pool, "SELECT name FROM goals WHERE id = '00000000-0000-4000-8000-000000000201'")

@@ -4,7 +4,7 @@ use sqlx::PgExecutor;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// A program with its progress, computed in SQL (view program_progress).
+/// A program with its progress, computed in SQL (view programs_with_progress: one pass).
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Program {
     pub id: Uuid,
@@ -23,8 +23,8 @@ pub struct Program {
 }
 
 const PROGRAM: &str = "SELECT p.id, p.name, p.start_date, p.end_date, p.goal_ids, p.method_ids, p.day_of_week_ids, p.motivation,
-        pp.planned_sessions, pp.completed_sessions, pp.percent_complete, p.created_at, p.updated_at
-    FROM programs p JOIN program_progress pp ON pp.program_id = p.id";
+        p.planned_sessions, p.completed_sessions, p.percent_complete, p.created_at, p.updated_at
+    FROM programs_with_progress p";
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

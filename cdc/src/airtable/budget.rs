@@ -6,6 +6,9 @@ use std::{collections::VecDeque, sync::Mutex, time::Duration};
 // tokio's clock: the same as std's in production, pausable in tests.
 use tokio::time::Instant;
 
+/// The widest margin 429s can grow the window to.
+pub const MAX_MARGIN: Duration = Duration::from_millis(250);
+
 /// Priority of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
@@ -168,11 +171,31 @@ impl Budget {
         self.sent.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Airtable answered 429: nothing more for `penalty`.
+    /// Airtable answered 429: nothing more for `penalty`, and the window's margin over one
+    /// second doubles (up to [`MAX_MARGIN`]): a 429 says requests arrive closer together
+    /// than they were sent, so the margin was too thin for this network.
     pub fn penalize(&self, penalty: Duration) {
         let until = Instant::now() + penalty;
-        let mut s = self.lock();
+        let mut guard = self.lock();
+        let s = &mut *guard;
         s.base.penalty_until = Some(s.base.penalty_until.map_or(until, |u| u.max(until)));
+        for w in [&mut s.base, &mut s.token] {
+            if let Some(margin) = w.window.checked_sub(Duration::from_secs(1)) {
+                let wider = (margin * 2).max(Duration::from_millis(10)).min(MAX_MARGIN);
+                if wider > margin {
+                    tracing::warn!(
+                        margin_ms = wider.as_millis() as u64,
+                        "a 429: widening the rate window's margin"
+                    );
+                    w.window = Duration::from_secs(1) + wider;
+                }
+            }
+        }
+    }
+
+    /// The base window now (one second plus the margin).
+    pub fn window(&self) -> Duration {
+        self.lock().base.window
     }
 
     /// Whether a penalty is running (for metrics and tests).
@@ -278,5 +301,16 @@ mod tests {
         let start = tokio::time::Instant::now();
         b.acquire(Lane::Fast).await;
         assert!(start.elapsed() >= Duration::from_secs(30));
+    }
+
+    #[test]
+    fn every_429_doubles_the_margin_up_to_its_cap() {
+        let b = Budget::new(5, 50, Duration::from_millis(1020));
+        let mut margins = Vec::new();
+        for _ in 0..6 {
+            b.penalize(Duration::ZERO);
+            margins.push(b.window().as_millis() - 1000);
+        }
+        assert_eq!(margins, vec![40, 80, 160, 250, 250, 250]);
     }
 }

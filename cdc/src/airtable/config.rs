@@ -19,8 +19,9 @@ pub struct AirtableConfig {
     /// AIRTABLE_FAST_SHARE: slots of each base window bulk work leaves to the users fast
     /// lane while a user event waits (an idle fast lane costs bulk work nothing).
     pub fast_share: u32,
-    /// The window, widened by AIRTABLE_RATE_MARGIN_MS so clock and network skew never put
-    /// one request too many into Airtable's own window.
+    /// The window, widened by AIRTABLE_RATE_MARGIN_MS (20 ms) so arrival jitter never puts
+    /// one request too many into Airtable's own window; every 429 doubles the margin (up to
+    /// 250 ms) for the rest of the process.
     pub window: Duration,
     /// After a 429 without a longer Retry-After (Airtable: 30 s).
     pub penalty: Duration,
@@ -76,7 +77,7 @@ impl AirtableConfig {
             base_rps: 5,
             token_rps: 50,
             fast_share: 1,
-            window: Duration::from_millis(1050),
+            window: Duration::from_millis(1020),
             penalty: Duration::from_secs(30),
             flush_window: Duration::from_millis(250),
             max_pending_rows: 5_000,
@@ -106,7 +107,7 @@ impl AirtableConfig {
         c.base_rps = number("AIRTABLE_BASE_RPS", c.base_rps)?;
         c.token_rps = number("AIRTABLE_TOKEN_RPS", c.token_rps)?;
         c.fast_share = number("AIRTABLE_FAST_SHARE", c.fast_share)?;
-        c.window = Duration::from_millis(1000 + number("AIRTABLE_RATE_MARGIN_MS", 50u64)?);
+        c.window = Duration::from_millis(1000 + number("AIRTABLE_RATE_MARGIN_MS", 20u64)?);
         c.penalty = Duration::from_millis(number("AIRTABLE_PENALTY_MS", 30_000u64)?);
         c.flush_window = Duration::from_millis(number("SYNC_FLUSH_MS", 250u64)?);
         c.max_attempts = number("SYNC_MAX_ATTEMPTS", c.max_attempts)?.max(1);

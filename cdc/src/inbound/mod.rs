@@ -43,6 +43,9 @@ pub struct InboundConfig {
     /// SYNC_WEBHOOK_BASE_GAP_MS: the least time between two reads of the `base` webhook's
     /// payloads (every outbound write raises one there; the users webhook has no gap).
     pub base_webhook_gap: Duration,
+    /// SYNC_WEBHOOK_BASE_GAP_MAX_MS: how far the gap grows while reads find only echoes of
+    /// outbound writes (30 s).
+    pub base_webhook_gap_max: Duration,
     /// SYNC_POLL_USERS_MS (60 s) and SYNC_POLL_MS (120 s, the other tables).
     pub users_poll: Duration,
     pub poll: Duration,
@@ -85,6 +88,7 @@ impl InboundConfig {
             webhooks: true,
             webhook_poll,
             base_webhook_gap: Duration::from_secs(5),
+            base_webhook_gap_max: Duration::from_secs(30),
             users_poll: Duration::from_secs(60),
             poll: Duration::from_secs(120),
             overlap: Duration::from_secs(120),
@@ -119,6 +123,7 @@ impl InboundConfig {
         c.webhooks = !matches!(var("SYNC_WEBHOOKS").as_deref(), Some("off" | "false" | "0"));
         c.webhook_poll = ms("SYNC_WEBHOOK_POLL_MS", c.webhook_poll)?;
         c.base_webhook_gap = ms("SYNC_WEBHOOK_BASE_GAP_MS", c.base_webhook_gap)?;
+        c.base_webhook_gap_max = ms("SYNC_WEBHOOK_BASE_GAP_MAX_MS", c.base_webhook_gap_max)?;
         c.users_poll = ms("SYNC_POLL_USERS_MS", c.users_poll)?;
         c.poll = ms("SYNC_POLL_MS", c.poll)?;
         c.overlap = ms("SYNC_POLL_OVERLAP_MS", c.overlap)?;
@@ -154,8 +159,12 @@ pub struct Inbound {
     /// A verified ping arrived: read that hook's payloads now.
     pinged_users: Notify,
     pinged_base: Notify,
-    /// The hook was (re)created, so payloads may be lost: reconcile everything.
+    /// The hook was (re)created, so payloads may be lost: reconcile everything (each table
+    /// whose last reconcile listing started before `reconcile_asked`).
     reconcile_due: Notify,
+    reconcile_asked: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// When each table's last reconcile listing started.
+    reconciled: std::sync::Mutex<std::collections::HashMap<TableId, tokio::time::Instant>>,
     /// Bumped when a users change arrives (a users ping, users payloads or poll results):
     /// the read-through's cached misses from before it no longer hold.
     users_changed: std::sync::atomic::AtomicU64,
@@ -185,6 +194,8 @@ impl Inbound {
             pinged_users: Notify::new(),
             pinged_base: Notify::new(),
             reconcile_due: Notify::new(),
+            reconcile_asked: Default::default(),
+            reconciled: Default::default(),
             users_changed: Default::default(),
             held_deletes: Default::default(),
             webhooks_healthy: Default::default(),
@@ -250,6 +261,29 @@ impl Inbound {
     /// A periodic interval stretched to fit AIRTABLE_MONTHLY_CALL_BUDGET.
     fn shape(&self, interval: Duration) -> Duration {
         crate::airtable::calls::stretched(interval, self.client.budget().calls())
+    }
+
+    /// Asks for a reconcile of every table (a hook was just made: payloads before it are
+    /// lost). A table listed whole after this moment needs none.
+    fn ask_reconcile(&self) {
+        *self.reconcile_asked.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(tokio::time::Instant::now());
+        self.reconcile_due.notify_one();
+    }
+
+    /// A reconcile listing of `table` starts.
+    fn reconciling(&self, table: TableId) {
+        self.reconciled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(table, tokio::time::Instant::now());
+    }
+
+    /// Whether `table` was listed whole since the last reconcile request.
+    fn reconciled_since_asked(&self, table: TableId) -> bool {
+        let asked = *self.reconcile_asked.lock().unwrap_or_else(|e| e.into_inner());
+        let done = self.reconciled.lock().unwrap_or_else(|e| e.into_inner()).get(&table).copied();
+        matches!((asked, done), (Some(a), Some(d)) if d >= a)
     }
 
     /// The count of held deletions, shared with readiness.

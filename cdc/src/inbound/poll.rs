@@ -80,6 +80,7 @@ impl Inbound {
         let t = &self.applier.mapping().tables[table];
         let started = Utc::now();
         metrics::counter!("inbound_reconcile_runs_total", "table" => t.table.name).increment(1);
+        self.reconciling(table);
         let records = self
             .client
             .list_records(self.lane(table), &t.airtable, None, &self.read_fields(t))
@@ -222,11 +223,16 @@ impl Inbound {
         let mut reconcile_now = false;
         let mut last_reconcile = Instant::now();
         loop {
-            let reconcile = reconcile_now
-                || self.reconcile_interval().is_some_and(|r| last_reconcile.elapsed() >= r);
+            let periodic = self.reconcile_interval().is_some_and(|r| last_reconcile.elapsed() >= r);
+            let reconcile = reconcile_now || periodic;
             for &ti in &tables {
                 // The users lane polls users on its own interval.
                 if !first && !reconcile && Some(ti) == users {
+                    continue;
+                }
+                // A new hook asked for it, but the table was listed whole since (at start,
+                // the backfill's first pass): listing it again would find nothing new.
+                if reconcile && !periodic && self.reconciled_since_asked(ti) {
                     continue;
                 }
                 let name = self.applier.mapping().tables[ti].table.name;

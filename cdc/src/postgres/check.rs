@@ -131,6 +131,20 @@ pub async fn run(
         )
     });
 
+    // The walsender sends only flushed WAL: an asynchronous commit reaches the stream when
+    // the WAL writer flushes it, so sync latency grows by up to wal_writer_delay.
+    let sync_commit = setting(client, "synchronous_commit").await?;
+    out.push(if sync_commit != "off" {
+        ok("synchronous_commit", sync_commit)
+    } else {
+        let delay = setting(client, "wal_writer_delay").await?;
+        advice(
+            "synchronous_commit",
+            format!("off: a commit reaches the stream only when the WAL writer flushes it (every wal_writer_delay, {delay}), which adds up to that much to every change's sync latency"),
+            "ALTER SYSTEM SET synchronous_commit = on; SELECT pg_reload_conf(); (or lower wal_writer_delay)",
+        )
+    });
+
     for (schema_name, table) in tables {
         let qualified = format!("{}.{}", quote_ident(schema_name), quote_ident(table));
         let row = client

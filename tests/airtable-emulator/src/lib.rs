@@ -23,7 +23,7 @@ pub mod webhooks;
 pub use admin::Admin;
 pub use config::{EmulatorConfig, Faults, RateLimits, SchemaFile};
 pub use faults::Scripted;
-pub use stats::Stats;
+pub use stats::{LoggedRequest, Stats};
 pub use webhooks::mac_header;
 
 use clock::Clock;

@@ -14,6 +14,8 @@ pub struct LoggedRequest {
     pub base: Option<String>,
     /// The table of a records request, as the request named it.
     pub table: Option<String>,
+    /// The webhook of a payload read.
+    pub hook: Option<String>,
     pub status: u16,
     pub records: usize,
 }

@@ -3,6 +3,16 @@
 use super::*;
 use schema::mapping::TableId;
 
+/// What a drain did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Drained {
+    /// The hook reported an error: it must be re-created.
+    pub broken: bool,
+    /// Rows written, deleted or parked (0: the payloads were echoes of outbound writes, or
+    /// changed nothing).
+    pub changed: usize,
+}
+
 impl Inbound {
     /// The next payload number of hook `id` to read (1 for a hook never read).
     pub(super) async fn stored_cursor(
@@ -20,21 +30,22 @@ impl Inbound {
     }
 
     /// Reads and applies payloads from the stored cursor until Airtable has no more.
-    /// Returns whether the hook reported an error (it must be re-created).
-    pub async fn drain_payloads(&self, kind: HookKind) -> Result<bool, InboundError> {
-        let Some(hook) = self.hooks.read().await.get(&kind).cloned() else { return Ok(false) };
+    pub async fn drain_payloads(&self, kind: HookKind) -> Result<Drained, InboundError> {
+        let mut drained = Drained::default();
+        let Some(hook) = self.hooks.read().await.get(&kind).cloned() else { return Ok(drained) };
         let wanted = |t: TableId| self.covers(kind, t);
         let noticed = Instant::now();
         // Read once: every page commits its successor, so the loop knows it from there.
         let mut cursor = self.stored_cursor(kind, &hook.id).await?;
         loop {
+            self.pings.reading(kind);
             let page = self.client.payloads(kind.lane(), &hook.id, cursor).await?;
             let payloads = page["payloads"].as_array().cloned().unwrap_or_default();
             let next = page["cursor"].as_u64().unwrap_or(cursor + payloads.len() as u64);
             let more = page["mightHaveMore"].as_bool().unwrap_or(false);
             metrics::counter!("inbound_payloads_fetched_total").increment(payloads.len() as u64);
             if payloads.is_empty() {
-                return Ok(false);
+                return Ok(drained);
             }
             let keys: Vec<String> =
                 (0..payloads.len() as u64).map(|k| format!("{}:{}", hook.id, cursor + k)).collect();
@@ -107,6 +118,8 @@ impl Inbound {
                 checkpoints: vec![(kind.cursor(), json!({ "id": hook.id, "cursor": next }))],
             };
             let applied = self.applier.apply(batch).await?;
+            drained.changed +=
+                applied.written + applied.deleted + applied.soft_deleted + applied.parked;
             if has_users {
                 self.users_changed();
                 metrics::histogram!("inbound_fast_lane_seconds")
@@ -117,10 +130,11 @@ impl Inbound {
             if let Some(code) = plan.hook_error {
                 tracing::warn!(webhook = %hook.id, %code, "the webhook reported an error: it will be re-created");
                 self.hooks.write().await.remove(&kind);
-                return Ok(true);
+                drained.broken = true;
+                return Ok(drained);
             }
             if !more {
-                return Ok(false);
+                return Ok(drained);
             }
             cursor = next;
         }

@@ -140,6 +140,14 @@ impl Inbound {
             return;
         }
         let mut checked: Option<Instant> = None;
+        // The base hook's gap: it doubles while reads find only echoes of outbound writes
+        // (a backlog drain raises one payload per write) and is back at its floor as soon as
+        // a read changes anything.
+        let floor = match kind {
+            HookKind::Users => Duration::ZERO,
+            HookKind::Base => self.config.base_webhook_gap,
+        };
+        let mut gap = floor;
         let mut backoff =
             crate::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         loop {
@@ -148,7 +156,7 @@ impl Inbound {
                     Ok(recreated) => {
                         checked = Some(Instant::now());
                         if recreated {
-                            self.reconcile_due.notify_one();
+                            self.ask_reconcile();
                         }
                     }
                     Err(e) => {
@@ -162,8 +170,15 @@ impl Inbound {
             }
             let drained = Instant::now();
             match self.drain_payloads(kind).await {
-                Ok(true) => checked = None,
-                Ok(false) => backoff.reset(),
+                Ok(d) if d.broken => checked = None,
+                Ok(d) => {
+                    backoff.reset();
+                    gap = if d.changed > 0 {
+                        floor
+                    } else {
+                        (gap * 2).clamp(floor, self.config.base_webhook_gap_max.max(floor))
+                    };
+                }
                 Err(InboundError::Airtable(e)) if hook_may_be_gone(&e) => {
                     // Deleted or expired under us: check it now, and re-create it (then
                     // reconcile) if it is gone, rather than at the next daily check.
@@ -184,20 +199,24 @@ impl Inbound {
             if checked.is_none() {
                 continue;
             }
-            let gap = match kind {
-                HookKind::Users => Duration::ZERO,
-                HookKind::Base => self.config.base_webhook_gap,
-            }
-            .saturating_sub(drained.elapsed());
+            let gap = gap.saturating_sub(drained.elapsed());
             if !gap.is_zero() && !pause(&mut shutdown, gap).await {
                 return;
             }
             // Woken by a ping, or by the watch (unread payloads, a hook gone); the hourly
             // wake keeps the daily check on time.
-            let pinged = tokio::select! {
-                _ = self.pinged(kind).notified() => true,
-                _ = tokio::time::sleep(Duration::from_secs(3600)) => false,
-                _ = crate::inbound::stopped(&mut shutdown) => return,
+            let pinged = loop {
+                let pinged = tokio::select! {
+                    _ = self.pinged(kind).notified() => true,
+                    _ = tokio::time::sleep(Duration::from_secs(3600)) => false,
+                    _ = crate::inbound::stopped(&mut shutdown) => return,
+                };
+                if !pinged || self.pings.must_read(kind) {
+                    break pinged;
+                }
+                // It came while the last read was on its way: that read answered it.
+                metrics::counter!("inbound_pings_covered_total", "hook" => kind.name())
+                    .increment(1);
             };
             if pinged && !self.settle(kind, &mut shutdown).await {
                 return;

@@ -4,6 +4,8 @@
 //! - `base`: everything else, read in the bulk lane at most every 5 s and once its pings
 //!   have settled (`settle`), because every outbound write also raises a payload here and
 //!   an admin typing raises one per keystroke: reading each at once would cost a request each.
+//!   While reads find only such echoes the gap doubles, up to 30 s; a read that changes
+//!   anything brings it back to 5 s.
 //!
 //! Pings can be lost: `unread` lists both hooks in one request on a timer and wakes a hook
 //! whose `cursorForNextPayload` is past its stored cursor.
@@ -34,6 +36,7 @@ mod hooks;
 mod receiver;
 mod unread;
 
+pub use drain::Drained;
 pub use receiver::{router, Pings};
 
 /// Which of the two hooks.

@@ -45,6 +45,7 @@ async fn notification(
         return StatusCode::OK;
     }
     metrics::counter!("inbound_webhook_notifications_total", "mac" => "valid").increment(1);
+    inbound.pings.received(kind);
     if kind == super::HookKind::Users {
         inbound.users_changed();
     }
@@ -54,16 +55,64 @@ async fn notification(
 }
 
 /// Pings already seen, per hook: a ping is read once, and one older than [`STALE_PING`]
-/// not at all.
+/// not at all. And when each hook was last pinged and read: a ping that arrived before a
+/// payload read started is answered by that read (Airtable pings once the payload is
+/// there), so it needs no read of its own.
 #[derive(Debug, Default)]
 pub struct Pings {
     seen: std::sync::Mutex<std::collections::HashMap<HookKind, std::collections::VecDeque<String>>>,
+    times: std::sync::Mutex<std::collections::HashMap<HookKind, Times>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Times {
+    pinged: Option<Instant>,
+    read: Option<Instant>,
+    /// The watch found unread payloads (or the hook gone): read whatever the times say.
+    forced: bool,
 }
 
 /// Airtable pings within seconds of a change; a ping this old is a replay.
 const STALE_PING: chrono::Duration = chrono::Duration::minutes(10);
 
 impl Pings {
+    fn times(&self, kind: HookKind, f: impl FnOnce(&mut Times) -> bool) -> bool {
+        f(self.times.lock().unwrap_or_else(|e| e.into_inner()).entry(kind).or_default())
+    }
+
+    fn received(&self, kind: HookKind) {
+        self.times(kind, |t| {
+            t.pinged = Some(Instant::now());
+            true
+        });
+    }
+
+    /// A payload read of `kind` is about to be sent.
+    pub(super) fn reading(&self, kind: HookKind) {
+        self.times(kind, |t| {
+            t.read = Some(Instant::now());
+            true
+        });
+    }
+
+    /// The next wake of `kind` must read, whatever the times say.
+    pub(super) fn force(&self, kind: HookKind) {
+        self.times(kind, |t| {
+            t.forced = true;
+            true
+        });
+    }
+
+    /// Whether a wake of `kind` needs a read: false when its latest ping came before the
+    /// latest read started.
+    pub(super) fn must_read(&self, kind: HookKind) -> bool {
+        self.times(kind, |t| {
+            let covered = !t.forced && matches!((t.pinged, t.read), (Some(p), Some(r)) if p < r);
+            t.forced = false;
+            !covered
+        })
+    }
+
     /// Whether a verified ping body is new: its timestamp recent and not seen before.
     fn fresh(&self, kind: HookKind, body: &[u8]) -> bool {
         let stamp = serde_json::from_slice::<Value>(body)
@@ -85,5 +134,30 @@ impl Pings {
         }
         seen.push_back(stamp);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ping_needs_its_own_read_only_when_it_came_after_the_last_read_started() {
+        let p = Pings::default();
+        let tick = || tokio::time::advance(Duration::from_millis(5));
+        assert!(p.must_read(HookKind::Users), "never read: read");
+        p.received(HookKind::Users);
+        tick().await;
+        p.reading(HookKind::Users);
+        assert!(!p.must_read(HookKind::Users), "the read started after the ping answers it");
+        tick().await;
+        p.received(HookKind::Users);
+        assert!(p.must_read(HookKind::Users), "a ping after the read: read again");
+        tick().await;
+        p.reading(HookKind::Users);
+        p.force(HookKind::Users);
+        assert!(p.must_read(HookKind::Users), "the watch found unread payloads");
+        assert!(!p.must_read(HookKind::Users), "forcing is one wake");
+        assert!(p.must_read(HookKind::Base), "each hook on its own");
     }
 }

@@ -43,6 +43,7 @@ impl Inbound {
             let Some(h) = live.iter().find(|h| h["id"] == hook.id.as_str()) else {
                 // Gone: its task finds out on its next read and re-creates it.
                 healthy = false;
+                self.pings.force(kind);
                 self.pinged(kind).notify_one();
                 continue;
             };
@@ -57,6 +58,7 @@ impl Inbound {
                     metrics::counter!("inbound_unread_payloads_found_total", "hook" => kind.name())
                         .increment(1);
                 }
+                self.pings.force(kind);
                 self.pinged(kind).notify_one();
             }
         }

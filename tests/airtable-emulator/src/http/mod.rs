@@ -83,11 +83,13 @@ async fn v0(
     let kind = route.kind();
     let base = route.base().map(str::to_owned);
     let table = route.table().map(str::to_owned);
+    let hook = route.hook().map(str::to_owned);
     let (response, status, records) =
         pipeline(&shared, route, &headers, Request { uri, body }).await;
     let write = matches!(kind, "create" | "update" | "replace" | "upsert" | "delete");
     let at_ms = shared.started.elapsed().as_millis() as u64;
-    lock(&shared.stats).record(LoggedRequest { at_ms, kind, base, table, status, records }, write);
+    lock(&shared.stats)
+        .record(LoggedRequest { at_ms, kind, base, table, hook, status, records }, write);
     response
 }
 

@@ -144,6 +144,14 @@ impl Route {
         }
     }
 
+    /// The webhook a payload read names.
+    pub fn hook(&self) -> Option<&str> {
+        match self {
+            Route::Payloads { hook, .. } => Some(hook),
+            _ => None,
+        }
+    }
+
     /// The kind counted in stats.
     pub fn kind(&self) -> &'static str {
         match self {
