@@ -22,7 +22,7 @@ async fn pending_stamps(pool: &sqlx::PgPool) -> i64 {
 }
 
 /// Requests to the Users table (by name or id) of `kind` in the emulator's log.
-fn users_requests(e: &airtable_emulator::Emulator, kind: &str) -> usize {
+pub(super) fn users_requests(e: &airtable_emulator::Emulator, kind: &str) -> usize {
     let id = e.admin().table_id(BASE, "Users");
     e.admin()
         .request_log()

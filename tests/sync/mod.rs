@@ -5,6 +5,7 @@ mod cutover;
 mod daemon;
 mod hardening;
 mod inbound;
+mod inbound_backstops;
 mod inbound_guard;
 mod inbound_healing;
 mod inbound_settle;

@@ -172,7 +172,8 @@ pub struct Inbound {
     held_deletes: Arc<std::sync::atomic::AtomicI64>,
     /// Set by the webhook watch; false until its first check.
     webhooks_healthy: std::sync::atomic::AtomicBool,
-    /// The webhooks turned unhealthy: the backstops run at full speed from now.
+    /// The webhooks' health changed: the backstops' deadlines move (full speed when they
+    /// broke, the healthy intervals when they recovered).
     backstops_due: Notify,
     /// Stamps were queued.
     stamp_due: Notify,
@@ -222,10 +223,9 @@ impl Inbound {
 
     fn set_webhooks_healthy(&self, healthy: bool) {
         let was = self.webhooks_healthy.swap(healthy, std::sync::atomic::Ordering::Relaxed);
-        if was && !healthy {
-            self.backstops_due.notify_waiters();
-        }
         if was != healthy {
+            // The polls' deadlines move: sooner when the webhooks broke, later when healthy.
+            self.backstops_due.notify_waiters();
             tracing::info!(
                 healthy,
                 "webhook health changed: the safety polls run at their {} intervals",

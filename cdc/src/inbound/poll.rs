@@ -165,8 +165,11 @@ impl Inbound {
         let Some(users) = self.users() else { return };
         // Emails Airtable lacked: when asked, and the users generation then.
         let mut negative: std::collections::HashMap<String, (Instant, u64)> = Default::default();
-        let mut next_poll = Instant::now() + self.poll_interval(true);
+        let mut last_poll = Instant::now();
         loop {
+            // From the last poll, at the interval the webhooks' health gives now: a health
+            // change (backstops_due) moves the deadline either way.
+            let next_poll = last_poll + self.poll_interval(true);
             tokio::select! {
                 biased;
                 _ = super::stopped(&mut shutdown) => return,
@@ -196,9 +199,7 @@ impl Inbound {
                     metrics::counter!("inbound_read_through_total", "outcome" => outcome).increment(1);
                     metrics::histogram!("inbound_fast_lane_seconds").record(lookup.at.elapsed().as_secs_f64());
                 }
-                _ = self.backstops_due.notified() => {
-                    next_poll = next_poll.min(Instant::now() + self.poll_interval(true));
-                }
+                _ = self.backstops_due.notified() => {}
                 _ = tokio::time::sleep_until(next_poll) => {
                     let started = Instant::now();
                     if let Err(e) = crate::airtable::calls::shaped(self.poll_table(users)).await {
@@ -206,7 +207,7 @@ impl Inbound {
                         tracing::warn!(error = %e, "users poll failed");
                     }
                     metrics::histogram!("inbound_poll_duration_seconds", "table" => "users").record(started.elapsed().as_secs_f64());
-                    next_poll = Instant::now() + self.poll_interval(true);
+                    last_poll = Instant::now();
                 }
             }
         }
@@ -261,11 +262,18 @@ impl Inbound {
                 }
             }
             first = false;
-            tokio::select! {
-                _ = self.reconcile_due.notified() => reconcile_now = true,
-                _ = tokio::time::sleep(self.poll_interval(false)) => {}
-                _ = self.backstops_due.notified() => {}
-                _ = super::stopped(&mut shutdown) => return,
+            let round = Instant::now();
+            loop {
+                // A health change (backstops_due) moves the next round either way.
+                tokio::select! {
+                    _ = self.reconcile_due.notified() => {
+                        reconcile_now = true;
+                        break;
+                    }
+                    _ = tokio::time::sleep_until(round + self.poll_interval(false)) => break,
+                    _ = self.backstops_due.notified() => {}
+                    _ = super::stopped(&mut shutdown) => return,
+                }
             }
         }
     }

@@ -7,6 +7,9 @@
 
 use super::*;
 
+/// When the first check of the webhooks runs after start.
+const FIRST_CHECK: Duration = Duration::from_secs(5);
+
 impl Inbound {
     pub(in crate::inbound) async fn watch_task(
         self: Arc<Self>,
@@ -15,11 +18,15 @@ impl Inbound {
         if !self.config.webhooks {
             return;
         }
+        // The first check comes soon after start (once the hooks are set up), so healthy
+        // webhooks slow the safety polls from the start, not after a whole interval.
+        let mut wait = self.config.webhook_poll.min(FIRST_CHECK);
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(self.config.webhook_poll) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = crate::inbound::stopped(&mut shutdown) => return,
             }
+            wait = self.config.webhook_poll;
             let healthy = match self.watch_once().await {
                 Ok(h) => h,
                 Err(e) => {
