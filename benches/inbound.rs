@@ -237,13 +237,13 @@ async fn main() {
         &[
             vec![
                 "outbound drain, no user events, inbound side at its defaults".into(),
-                format!("{quiet_rate:.1} records/s"),
+                format!("{quiet_rate:.2} records/s"),
                 "≥ 47.5 records/s".into(),
                 yes(quiet_rate >= 47.5),
             ],
             vec![
                 "outbound drain while users arrive at one a second".into(),
-                format!("{outbound_rate:.1} records/s"),
+                format!("{outbound_rate:.2} records/s"),
                 "≥ 35 records/s".into(),
                 yes(outbound_rate >= 35.0),
             ],
