@@ -18,13 +18,20 @@ impl Inbound {
         if !self.config.webhooks {
             return;
         }
-        // The first check comes soon after start (once the hooks are set up), so healthy
-        // webhooks slow the safety polls from the start, not after a whole interval.
+        // The first check comes soon after start (every 5 s until both hooks are set up), so
+        // healthy webhooks slow the safety polls from the start, not after a whole interval.
         let mut wait = self.config.webhook_poll.min(FIRST_CHECK);
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = crate::inbound::stopped(&mut shutdown) => return,
+            }
+            if self.hooks.read().await.len() < HookKind::ALL.len() {
+                // Not set up (yet, or again): not healthy, and nothing to list; look again
+                // soon.
+                self.set_webhooks_healthy(false);
+                wait = self.config.webhook_poll.min(FIRST_CHECK);
+                continue;
             }
             wait = self.config.webhook_poll;
             let healthy = match self.watch_once().await {
