@@ -234,6 +234,8 @@ pub async fn run(
         },
     });
 
+    out.push(failover_slot(client, slot_name, slot.is_some()).await?);
+
     let origin: bool = client
         .query_one(
             "SELECT has_function_privilege('pg_replication_origin_session_setup(text)', 'EXECUTE')",
@@ -251,4 +253,73 @@ pub async fn run(
         )
     });
     Ok(out)
+}
+
+/// Whether the slot survives a primary failover: PostgreSQL 17 copies failover slots to
+/// standbys; before it, a failover loses the slot.
+async fn failover_slot(
+    client: &Client,
+    slot_name: &str,
+    exists: bool,
+) -> Result<Finding, SqlError> {
+    let check = "failover slot";
+    let version = slot::server_version(client).await?;
+    if version < slot::FAILOVER_SLOTS_SINCE {
+        return Ok(advice(
+            check,
+            format!("PostgreSQL {}: logical slots are not kept on standbys before 17, so a primary failover loses {slot_name}; after one, `cdc slot recover` makes a new slot and backfills everything", version / 10_000),
+            "upgrade to PostgreSQL 17 or later: the daemon then creates its slot with failover = true",
+        ));
+    }
+    if !exists {
+        return Ok(ok(check, format!("{slot_name} will be created with failover = true")));
+    }
+    let failover: bool = client
+        .query_one(
+            "SELECT coalesce(bool_or(failover), false) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot_name],
+        )
+        .await?
+        .get(0);
+    if !failover {
+        return Ok(advice(
+            check,
+            format!("{slot_name} was created without failover: a primary failover loses it"),
+            format!("on a replication connection: ALTER_REPLICATION_SLOT {slot_name} ( FAILOVER true );"),
+        ));
+    }
+    // The standbys the primary waits for before sending changes: only they are sure to hold
+    // the slot at the position the daemon confirmed.
+    let standbys = setting(client, "synchronized_standby_slots").await?;
+    let connected: Vec<String> = client
+        .query(
+            "SELECT slot_name::text FROM pg_replication_slots
+             WHERE slot_type = 'physical' AND active AND slot_name = ANY (string_to_array(replace($1, ' ', ''), ','))",
+            &[&standbys],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(if standbys.trim().is_empty() {
+        advice(
+            check,
+            format!("{slot_name} has failover = true, but synchronized_standby_slots is empty: a promoted standby may hold the slot behind what the daemon confirmed"),
+            "ALTER SYSTEM SET synchronized_standby_slots = '<the standby's physical slot>'; SELECT pg_reload_conf(); and on the standby: sync_replication_slots = on, hot_standby_feedback = on",
+        )
+    } else if connected.is_empty() {
+        advice(
+            check,
+            format!("{slot_name} has failover = true, but no standby of synchronized_standby_slots ({standbys}) is connected: nothing holds a synchronized copy now"),
+            "start the standby (its physical slot must be active); on it, `SELECT synced FROM pg_replication_slots` shows the copy",
+        )
+    } else {
+        ok(
+            check,
+            format!(
+                "{slot_name}: failover = true, synchronized to the standbys of {}",
+                connected.join(", ")
+            ),
+        )
+    })
 }

@@ -69,14 +69,26 @@ pub async fn status(client: &Client, slot: &str) -> Result<Option<SlotStatus>, S
     }))
 }
 
-/// Creates a pgoutput slot; returns its consistent point.
+/// From PostgreSQL 17 a logical slot created with `failover` is copied to standbys
+/// (`sync_replication_slots`), so a promoted standby still has it. Before, a primary
+/// failover loses the slot and `cdc slot recover` is the way back.
+pub const FAILOVER_SLOTS_SINCE: i32 = 170_000;
+
+/// The server's `server_version_num` (e.g. 150004).
+pub async fn server_version(client: &Client) -> Result<i32, SqlError> {
+    Ok(client.query_one("SELECT current_setting('server_version_num')::int", &[]).await?.get(0))
+}
+
+/// Creates a pgoutput slot (with `failover = true` where the server has failover slots);
+/// returns its consistent point.
 pub async fn create(client: &Client, slot: &str) -> Result<Lsn, SqlError> {
-    let row = client
-        .query_one(
-            "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&slot],
-        )
-        .await?;
+    // (name, plugin, temporary, twophase, failover): the failover argument is PostgreSQL 17's.
+    let sql = if server_version(client).await? >= FAILOVER_SLOTS_SINCE {
+        "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)"
+    } else {
+        "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')"
+    };
+    let row = client.query_one(sql, &[&slot]).await?;
     let lsn: String = row.get(0);
     Ok(Lsn::parse(&lsn).unwrap_or(Lsn::ZERO))
 }
