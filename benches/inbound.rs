@@ -34,6 +34,12 @@ fn ms(d: Duration) -> String {
     format!("{:.0}", d.as_secs_f64() * 1000.0)
 }
 
+/// Whether a logged request's table is `name` (the client names tables by name or by id).
+fn table_named(e: &Emulator, name: &'static str) -> impl Fn(&Option<String>) -> bool {
+    let id = e.admin().table_id(BASE, name);
+    move |t| t.as_deref().is_some_and(|t| t == name || Some(t) == id.as_deref())
+}
+
 /// Requests by kind and table, for the breakdowns printed beside the table.
 fn kinds(log: &[airtable_emulator::LoggedRequest]) -> std::collections::BTreeMap<String, usize> {
     let mut out = std::collections::BTreeMap::new();
@@ -100,14 +106,11 @@ async fn main() {
     // The rate as the emulator saw the writes, first to last: counting records means
     // cloning the whole table under the emulator's lock, which stalls its requests at both
     // ends of the window by as long as the clone takes.
+    let drain_table = table_named(&e, "Habit usage");
     let writes: Vec<_> = quiet_log
         .iter()
         .filter(|r| r.kind == "update" && r.status == 200 && r.records > 0)
-        .filter(|r| {
-            r.table.as_deref().is_some_and(|t| {
-                t == "Habit usage" || Some(t) == e.admin().table_id(BASE, "Habit usage").as_deref()
-            })
-        })
+        .filter(|r| drain_table(&r.table))
         .collect();
     let quiet_rate = match (writes.first(), writes.last()) {
         (Some(a), Some(b)) if b.at_ms > a.at_ms => {
@@ -156,15 +159,11 @@ async fn main() {
     }
     // Every request of the phase but the outbound drain's is the users' cost (the quiet
     // phase shows the inbound side costs next to nothing without them).
-    let habit_id = e.admin().table_id(BASE, "Habit usage");
-    let outbound = |t: &Option<String>| {
-        t.as_deref().is_some_and(|t| t == "Habit usage" || Some(t) == habit_id.as_deref())
-    };
     let users_log: Vec<_> = e
         .admin()
         .request_log()
         .into_iter()
-        .filter(|r| r.at_ms > log_from && !outbound(&r.table))
+        .filter(|r| r.at_ms > log_from && !drain_table(&r.table))
         .collect();
     let per_user_all = users_log.len() as f64 / USERS as f64;
     // What user events cost: the users webhook's payload reads and every request on the
@@ -177,15 +176,10 @@ async fn main() {
     .await
     .expect("hook")
     .flatten();
-    let users_id = e.admin().table_id(BASE, "Users");
+    let users_table = table_named(&e, "Users");
     let per_user = users_log
         .iter()
-        .filter(|r| {
-            (r.hook.is_some() && r.hook == users_hook)
-                || r.table
-                    .as_deref()
-                    .is_some_and(|t| t == "Users" || Some(t) == users_id.as_deref())
-        })
+        .filter(|r| (r.hook.is_some() && r.hook == users_hook) || users_table(&r.table))
         .count() as f64
         / USERS as f64;
     eprintln!(

@@ -71,7 +71,7 @@ impl Inbound {
                 "poll applied changes"
             );
         }
-        self.stamps_queued(&applied);
+        self.stamps_queued(&applied.to_stamp);
         Ok(records.len())
     }
 
@@ -101,7 +101,7 @@ impl Inbound {
                 .applier
                 .apply(Batch { upserts: self.with_parents(chunk).await?, ..Batch::default() })
                 .await?;
-            self.stamps_queued(&applied);
+            self.stamps_queued(&applied.to_stamp);
         }
         let mut batch = Batch::default();
         if t.table.rows_owned_by_airtable() {
@@ -130,7 +130,7 @@ impl Inbound {
             let ids = self.applier.mapped_records(t.table.name, &unstamped).await?;
             let to_stamp: Vec<_> = ids.into_iter().map(|(r, id)| (table, r, id)).collect();
             self.applier.queue_stamps(&to_stamp).await?;
-            self.stamps_queued(&super::apply::Applied { to_stamp, ..Default::default() });
+            self.stamps_queued(&to_stamp);
         }
         Ok(records.len())
     }
@@ -152,7 +152,7 @@ impl Inbound {
         }
         let upserts = self.with_parents(self.upserts(users, &records)).await?;
         let applied = self.applier.apply(Batch { upserts, ..Batch::default() }).await?;
-        self.stamps_queued(&applied);
+        self.stamps_queued(&applied.to_stamp);
         Ok(true)
     }
 

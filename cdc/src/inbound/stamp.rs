@@ -21,8 +21,8 @@ const BATCH: usize = 10;
 
 impl Inbound {
     /// Stamps were queued: the stamper looks at its queue.
-    pub(super) fn stamps_queued(&self, applied: &super::apply::Applied) {
-        if !applied.to_stamp.is_empty() {
+    pub(super) fn stamps_queued(&self, stamps: &[(TableId, String, Uuid)]) {
+        if !stamps.is_empty() {
             self.stamp_due.notify_one();
         }
     }

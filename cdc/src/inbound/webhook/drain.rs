@@ -126,7 +126,7 @@ impl Inbound {
                     .record(noticed.elapsed().as_secs_f64());
             }
             tracing::info!(webhook = %hook.id, cursor, next, written = applied.written, deleted = applied.deleted + applied.soft_deleted, parked = applied.parked, "applied webhook payloads");
-            self.stamps_queued(&applied);
+            self.stamps_queued(&applied.to_stamp);
             if let Some(code) = plan.hook_error {
                 tracing::warn!(webhook = %hook.id, %code, "the webhook reported an error: it will be re-created");
                 self.hooks.write().await.remove(&kind);

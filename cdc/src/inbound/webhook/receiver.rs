@@ -76,31 +76,22 @@ struct Times {
 const STALE_PING: chrono::Duration = chrono::Duration::minutes(10);
 
 impl Pings {
-    fn times(&self, kind: HookKind, f: impl FnOnce(&mut Times) -> bool) -> bool {
+    fn times<R>(&self, kind: HookKind, f: impl FnOnce(&mut Times) -> R) -> R {
         f(self.times.lock().unwrap_or_else(|e| e.into_inner()).entry(kind).or_default())
     }
 
     fn received(&self, kind: HookKind) {
-        self.times(kind, |t| {
-            t.pinged = Some(Instant::now());
-            true
-        });
+        self.times(kind, |t| t.pinged = Some(Instant::now()));
     }
 
     /// A payload read of `kind` is about to be sent.
     pub(super) fn reading(&self, kind: HookKind) {
-        self.times(kind, |t| {
-            t.read = Some(Instant::now());
-            true
-        });
+        self.times(kind, |t| t.read = Some(Instant::now()));
     }
 
     /// The next wake of `kind` must read, whatever the times say.
     pub(super) fn force(&self, kind: HookKind) {
-        self.times(kind, |t| {
-            t.forced = true;
-            true
-        });
+        self.times(kind, |t| t.forced = true);
     }
 
     /// Whether a wake of `kind` needs a read: false when its latest ping came before the
