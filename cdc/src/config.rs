@@ -22,6 +22,8 @@ pub struct CdcConfig {
     /// CDC_RECONNECT_MAX_MS: the longest wait between replication sessions (the backoff's
     /// cap; also how soon a paused destination is tried again at worst).
     pub reconnect_max: Duration,
+    /// SYNC_LEADER_*: how standbys wait for the lead and the leader keeps it.
+    pub leadership: crate::leadership::LeadershipConfig,
 }
 
 pub(crate) use schema::env::{millis, var};
@@ -41,6 +43,7 @@ impl CdcConfig {
             status_interval: Duration::from_secs(1),
             lag_interval: Duration::from_secs(5),
             reconnect_max: Duration::from_secs(30),
+            leadership: Default::default(),
         }
     }
 
@@ -67,6 +70,7 @@ impl CdcConfig {
             status_interval: millis("CDC_STATUS_INTERVAL_MS", 1000)?,
             lag_interval: millis("CDC_LAG_INTERVAL_MS", 5000)?,
             reconnect_max: millis("CDC_RECONNECT_MAX_MS", 30_000)?,
+            leadership: crate::leadership::LeadershipConfig::from_env()?,
         })
     }
 }

@@ -35,6 +35,7 @@ pub mod cutover;
 pub mod destination;
 pub mod dlq;
 pub mod inbound;
+pub mod leadership;
 pub mod ops;
 pub mod postgres;
 pub mod replication;

@@ -1,7 +1,10 @@
 //! The daemon's one HTTP listener (METRICS_ADDR): /metrics, /healthz, /readyz, and
 //! POST /webhooks/airtable when the inbound side runs.
 
-use crate::replication::StreamHealth;
+use crate::{
+    leadership::{Fence, Mode},
+    replication::StreamHealth,
+};
 use axum::{extract::State, http::StatusCode, routing::get, Router};
 use std::{
     net::SocketAddr,
@@ -19,6 +22,8 @@ pub struct Ops {
     pub slot_problem: Arc<Mutex<Option<String>>>,
     /// Inferred deletions held for an operator: ready, with a warning.
     pub held_deletes: Arc<std::sync::atomic::AtomicI64>,
+    /// The role: leader, standby (and who leads), or neither yet.
+    pub fence: Arc<Fence>,
 }
 
 /// Registers, at 0, every counter and gauge an alert reads, so a rule sees a series from
@@ -41,6 +46,9 @@ pub fn register_metrics() {
         "sync_parity_runs_total",
         "inbound_stamps_written_total",
         "inbound_stamp_failures_total",
+        "cdc_leader_takeovers_total",
+        "cdc_leader_check_failures_total",
+        "cdc_leader_lease_waits_total",
     ] {
         metrics::counter!(name).absolute(0);
     }
@@ -59,6 +67,8 @@ pub fn register_metrics() {
     for hook in ["users", "base"] {
         metrics::counter!("inbound_unread_payloads_found_total", "hook" => hook).absolute(0);
         metrics::counter!("inbound_pings_covered_total", "hook" => hook).absolute(0);
+        metrics::counter!("inbound_pings_forwarded_total", "hook" => hook).absolute(0);
+        metrics::counter!("inbound_pings_from_standbys_total", "hook" => hook).absolute(0);
     }
     metrics::gauge!("inbound_webhooks_healthy").set(0.0);
     metrics::gauge!("airtable_calls_projected_monthly").set(0.0);
@@ -75,6 +85,8 @@ pub fn register_metrics() {
         "sync_backfill_jobs_open",
         "sync_parity_last_run_timestamp_seconds",
         "cdc_ready",
+        "cdc_leader",
+        "cdc_leader_epoch",
         "inbound_stamps_pending",
     ] {
         metrics::gauge!(gauge).set(0.0);
@@ -114,27 +126,40 @@ async fn metrics(State(ops): State<Ops>) -> String {
 
 async fn ready(State(ops): State<Ops>) -> (StatusCode, String) {
     match readiness(&ops) {
-        Ok(()) => match ops.held_deletes.load(Ordering::Relaxed) {
-            0 => (StatusCode::OK, "ready".into()),
+        Ok(role) => match ops.held_deletes.load(Ordering::Relaxed) {
+            0 => (StatusCode::OK, role),
             n => (
                 StatusCode::OK,
-                format!("ready; warning: {n} inferred deletion(s) held for approval: see `cdc inbound deletes list`"),
+                format!("{role}; warning: {n} inferred deletion(s) held for approval: see `cdc inbound deletes list`"),
             ),
         },
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
     }
 }
 
-/// Ready, or why not.
-fn readiness(ops: &Ops) -> Result<(), String> {
+/// Ready in a role ("ready": the leader, streaming; "standby ready": able to take over), or
+/// why not.
+fn readiness(ops: &Ops) -> Result<String, String> {
     if let Some(problem) = ops.slot_problem.lock().unwrap_or_else(|e| e.into_inner()).clone() {
         return Err(problem);
+    }
+    match ops.fence.mode() {
+        Mode::Open => return Err("starting: not standing by or leading yet".into()),
+        Mode::Deposed { reason } => return Err(format!("not leading any more: {reason}")),
+        Mode::Standby { reachable: Err(why), .. } => return Err(format!("standby: {why}")),
+        Mode::Standby { leader, .. } => {
+            return Ok(format!(
+                "standby ready (leader: {})",
+                leader.as_deref().unwrap_or("none yet")
+            ))
+        }
+        Mode::Leading { .. } => {}
     }
     if let Some(cause) = ops.stream.paused() {
         return Err(format!("sync paused: the destination refuses the daemon: {cause}"));
     }
     if !ops.stream.connected.load(Ordering::SeqCst) {
-        return Err("replication stream not connected (yet); see the logs".into());
+        return Err("leader: replication stream not connected (yet); see the logs".into());
     }
-    Ok(())
+    Ok("ready (leader)".into())
 }

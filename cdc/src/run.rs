@@ -1,11 +1,13 @@
-//! `cdc run`: prepare the slot and publication, serve the ops endpoints, stream until a
-//! signal, then finish cleanly.
+//! `cdc run`: check the database, serve the ops endpoints, stand by until this process holds
+//! the leader lock, then prepare the slot and stream until a signal (or until the lead is
+//! lost), and step down cleanly.
 
 use crate::{
     airtable::{binding, meta::BaseMeta, AirtableClient, AirtableConfig, Lane},
     config::{validate_mapping_catalog, CdcConfig, INBOUND_ORIGIN},
     destination::{airtable::AirtableDestination, Destination},
     inbound::{apply::Applier, webhook, Inbound, InboundConfig},
+    leadership::{Holder, Leader, Leadership},
     ops::{self, Ops},
     postgres::{self, publication, slot, ConnInfo},
     replication::{Stream, StreamConfig, StreamError},
@@ -29,13 +31,38 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: std::io::Error },
 }
 
-/// A prepared daemon: checks passed, listener bound.
+/// Why a running daemon stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    /// Leading needs what starting did not: the slot (created, or refused as lost).
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// Nothing more was sent once the lead was lost; a restart stands by again.
+    #[error("lost the lead ({0}): stopped sending to Airtable; restart the process to stand by again (a supervisor's restart policy does)")]
+    Deposed(String),
+}
+
+/// A prepared daemon: checks passed, listener bound, not leading yet.
 pub struct Daemon<D: Destination> {
     stream: Stream<D>,
     ops_addr: SocketAddr,
     sampler: AbortOnDrop,
     ops_task: AbortOnDrop,
     inbound: Option<Arc<Inbound>>,
+    leadership: Leadership,
+    preparation: Preparation,
+}
+
+/// What the leader needs to prepare the slot (and the backfills a new slot or mapping needs).
+struct Preparation {
+    conn: ConnInfo,
+    app: String,
+    slot: String,
+    postgres: schema::postgres::PgConfig,
+    mapping: Mapping,
+    mirrors_state: bool,
 }
 
 /// A background task that ends with its owner, however the owner ends (a crash that drops
@@ -50,10 +77,11 @@ impl Drop for AbortOnDrop {
 
 impl<D: Destination> Daemon<D> {
     /// The one way to a running daemon (the CLI, the local stack and the tests use it): refuses
-    /// an unmigrated database or a mapping that does not fit it, creates a missing publication
-    /// and slot, refuses a lost slot, binds METRICS_ADDR. With `inbound`, the Airtable-to-
-    /// Postgres side runs beside the stream, its webhook receiver on the ops listener. Reads
-    /// no environment: everything comes in `config`, `mapping` and the parts given.
+    /// an unmigrated database or a mapping that does not fit it, creates a missing
+    /// publication, refuses a lost slot, binds METRICS_ADDR. The slot is the leader's to
+    /// create ([`Daemon::run_until`]). With `inbound`, the Airtable-to-Postgres side runs
+    /// beside the stream, its webhook receiver on the ops listener. Reads no environment:
+    /// everything comes in `config`, `mapping` and the parts given.
     pub async fn build(
         config: &CdcConfig,
         mapping: &Mapping,
@@ -87,32 +115,15 @@ impl<D: Destination> Daemon<D> {
                     "publication {:?} is missing and this role may not create it (it must own the tables): run `cdc publication sync` as the schema owner (a member of coach_migrator)",
                     config.publication
                 ))),
+                // Another daemon created it meanwhile.
+                Err(e) if e.code() == Some("42710") => {}
                 Err(e) => return Err(sql(e)),
             }
         }
-        let slot_created = match slot::status(&client, &config.slot).await.map_err(sql)? {
-            None => {
-                let at = slot::create(&client, &config.slot).await.map_err(|e| {
-                    StartError::Refused(format!("cannot create the replication slot: {e}"))
-                })?;
-                tracing::info!(slot = %config.slot, consistent_point = %at, "created the replication slot");
-                true
+        if let Some(s) = slot::status(&client, &config.slot).await.map_err(sql)? {
+            if s.wal_status.as_deref() == Some("lost") {
+                return Err(StartError::Refused(s.problem().unwrap_or_default()));
             }
-            Some(s) if s.wal_status.as_deref() == Some("lost") => {
-                return Err(StartError::Refused(s.problem().unwrap_or_default()))
-            }
-            Some(s) => {
-                if let Some(p) = s.problem() {
-                    tracing::warn!(problem = %p, "slot at risk");
-                }
-                false
-            }
-        };
-        if destination.mirrors_state() {
-            // Rows from before the slot, or of what the mapping gained, never stream.
-            crate::backfill::queue::at_start(&pool, mapping, slot_created)
-                .await
-                .map_err(|e| connect(&e))?;
         }
         pool.close().await;
 
@@ -122,11 +133,15 @@ impl<D: Destination> Daemon<D> {
         stream_config.status_interval = config.status_interval;
         stream_config.reconnect_max = config.reconnect_max;
         stream_config.skip_origin = Some(INBOUND_ORIGIN.to_owned());
+        // The Airtable client's fence when there is one: the leader lock governs its requests.
+        let fence = destination.fence().unwrap_or_default();
+        let mirrors_state = destination.mirrors_state();
         let stream = Stream::new(stream_config, destination);
         let ops = Ops {
             stream: stream.health(),
             slot_problem: Arc::new(Mutex::new(None)),
             held_deletes: inbound.as_ref().map(|i| i.held_deletes()).unwrap_or_default(),
+            fence: fence.clone(),
         };
         let receiver = inbound.clone().map(webhook::router);
         let (ops_addr, ops_task) = ops::serve(config.metrics_addr, ops.clone(), receiver)
@@ -138,7 +153,30 @@ impl<D: Destination> Daemon<D> {
             config.lag_interval,
             ops,
         )));
-        Ok(Self { stream, ops_addr, sampler, ops_task: AbortOnDrop(ops_task), inbound })
+        let leadership = Leadership::new(
+            config.leadership,
+            conn.clone(),
+            &app,
+            &config.slot,
+            Holder::this_process(ops_addr),
+            fence,
+        );
+        Ok(Self {
+            stream,
+            ops_addr,
+            sampler,
+            ops_task: AbortOnDrop(ops_task),
+            inbound,
+            leadership,
+            preparation: Preparation {
+                conn,
+                app,
+                slot: config.slot.clone(),
+                postgres: config.postgres.clone(),
+                mapping: mapping.clone(),
+                mirrors_state,
+            },
+        })
     }
 
     /// Where /metrics, /healthz and /readyz are served.
@@ -146,13 +184,45 @@ impl<D: Destination> Daemon<D> {
         self.ops_addr
     }
 
-    /// Streams until `shutdown` turns true; returns the destination.
-    pub async fn run_until(self, shutdown: watch::Receiver<bool>) -> Result<D, StreamError> {
-        let Self { stream, sampler, ops_task, inbound, .. } = self;
-        // Ends with this future, also when it is dropped mid-way (a crash).
-        let inbound = inbound.map(|i| AbortOnDrop(tokio::spawn(i.run(shutdown.clone()))));
-        let result = stream.run(shutdown).await;
-        drop((inbound, sampler, ops_task));
+    /// Stands by until this process leads, then streams until `shutdown` turns true (and
+    /// steps down) or the lead is lost; returns the destination.
+    pub async fn run_until(self, mut shutdown: watch::Receiver<bool>) -> Result<D, RunError> {
+        let Self { stream, sampler, ops_task, inbound, leadership, preparation, .. } = self;
+        let Some(leader) = leadership.acquire(&mut shutdown).await else {
+            return Ok(stream.into_destination());
+        };
+        // On shutdown, long work (a whole listing, a reconcile) stops early so the lock is
+        // handed over within its flush.
+        let stopping = AbortOnDrop(tokio::spawn({
+            let (fence, mut shutdown) = (leadership.fence().clone(), shutdown.clone());
+            async move {
+                let _ = shutdown.wait_for(|s| *s).await;
+                fence.set_stopping();
+            }
+        }));
+        // From here every Airtable request is the leader's: until its predecessor's lease ran
+        // out, the fence holds them.
+        let mut stream = stream;
+        let lead = async {
+            preparation.prepare(&leader).await?;
+            stream.destination_mut().start().await.map_err(|e| StartError::Refused(e.message))?;
+            // Ends with this future, also when it is dropped mid-way (a crash).
+            let inbound = inbound.map(|i| AbortOnDrop(tokio::spawn(i.run(shutdown.clone()))));
+            let result = stream.run(shutdown.clone()).await;
+            drop(inbound);
+            Ok::<_, RunError>(result?)
+        };
+        let result = tokio::select! {
+            r = lead => r,
+            // The fence is already shut: dropping the stream sends nothing more.
+            reason = leader.hold() => Err(RunError::Deposed(reason)),
+        };
+        if !matches!(result, Err(RunError::Deposed(_))) {
+            // Everything this leader sent was confirmed or stays unconfirmed (it is sent
+            // again): its successor need not wait.
+            leader.release().await;
+        }
+        drop((sampler, ops_task, stopping));
         result
     }
 
@@ -162,9 +232,60 @@ impl<D: Destination> Daemon<D> {
     }
 }
 
+impl Preparation {
+    /// What the leader does before START_REPLICATION: creates a missing slot (queuing the
+    /// copy of what exists), refuses a lost one, ends a deposed leader's walsender that still
+    /// holds the slot, queues the backfills a changed mapping needs.
+    async fn prepare(&self, leader: &Leader) -> Result<(), StartError> {
+        let connect = |e: &dyn std::fmt::Display| StartError::Connect {
+            url: self.postgres.redacted_url(),
+            reason: e.to_string(),
+        };
+        let client = postgres::connect(&self.conn, &self.app).await.map_err(|e| connect(&e))?;
+        let slot_created = match slot::status(&client, &self.slot).await.map_err(|e| connect(&e))? {
+            None => {
+                let at = slot::create(&client, &self.slot).await.map_err(|e| {
+                    StartError::Refused(format!("cannot create the replication slot: {e}"))
+                })?;
+                tracing::info!(slot = %self.slot, consistent_point = %at, "created the replication slot");
+                true
+            }
+            Some(s) if s.wal_status.as_deref() == Some("lost") => {
+                return Err(StartError::Refused(s.problem().unwrap_or_default()))
+            }
+            Some(s) => {
+                if let Some(p) = s.problem() {
+                    tracing::warn!(problem = %p, "slot at risk");
+                }
+                if let (true, Some(pid)) = (s.active, s.active_pid) {
+                    // We hold the lock, so whoever streams from the slot was deposed (or is
+                    // not a daemon of ours): its session would refuse ours for a minute.
+                    tracing::warn!(
+                        walsender = pid,
+                        epoch = leader.epoch(),
+                        "the slot is still in use by a deposed leader's session: ending it"
+                    );
+                    slot::end_consumer(&client, &self.slot, pid).await.map_err(|e| connect(&e))?;
+                }
+                false
+            }
+        };
+        if self.mirrors_state {
+            // Rows from before the slot, or of what the mapping gained, never stream.
+            let pool = schema::postgres::connect(&self.postgres).await.map_err(|e| connect(&e))?;
+            crate::backfill::queue::at_start(&pool, &self.mapping, slot_created)
+                .await
+                .map_err(|e| connect(&e))?;
+            pool.close().await;
+        }
+        Ok(())
+    }
+}
+
 /// Both Airtable sides of `cdc run`, wired once for the CLI and the local stack: one budget
-/// and one client for both directions, the base's schema read once (a refused token stops
-/// the start, naming the variables), the mapping checked against it.
+/// and one client for both directions. Nothing is sent here: the leader reads the base's
+/// schema when it starts leading ([`AirtableDestination::check_base_on_lead`]; a refused
+/// token stops it, naming the variables), so a standby sends nothing to Airtable.
 pub async fn airtable_sides(
     airtable: AirtableConfig,
     inbound_config: InboundConfig,
@@ -175,33 +296,43 @@ pub async fn airtable_sides(
     let client = Arc::new(
         AirtableClient::new(airtable, budget).map_err(|e| StartError::Refused(e.to_string()))?,
     );
-    let meta = match client.tables(Lane::Bulk).await {
-        // Ids on the wire from here on; the schema as the mapping names it.
-        Ok(meta) => Some(
-            binding::bind(&client, &BaseMeta::from_json(&meta), &mapping, &pool)
-                .await
-                .map_err(|e| StartError::Refused(format!("cannot keep Airtable's ids: {e}")))?,
-        ),
-        Err(e) if e.is_auth() => return Err(StartError::Refused(e.to_string())),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the Airtable schema; starting without validating the mapping against it");
-            None
-        }
-    };
     let applier = Arc::new(
         Applier::new(mapping.clone(), pool.clone())
             .await
             .map_err(|e| StartError::Refused(format!("cannot read the catalog: {e}")))?,
     );
     let inbound = Inbound::new(client.clone(), applier, inbound_config);
-    let destination = AirtableDestination::new(client, mapping, pool);
-    if let Some(meta) = meta {
-        destination.validate_against_airtable(&meta).map_err(|e| {
-            StartError::Refused(format!("the mapping does not fit the Airtable base: {e}"))
-        })?;
+    let mut destination = AirtableDestination::new(client, mapping, pool);
+    destination.check_base_on_lead(Some(inbound.clone()));
+    Ok((destination, inbound))
+}
+
+/// What a new leader does first with Airtable: reads the base's schema once for both
+/// directions (a refused token stops the lead, naming the variables), keeps Airtable's ids,
+/// checks the mapping against it. Err: why the lead is refused.
+pub(crate) async fn read_base(
+    client: &AirtableClient,
+    mapping: &Mapping,
+    pool: &sqlx::PgPool,
+    validate: impl FnOnce(&BaseMeta) -> Result<(), String>,
+    inbound: Option<&Inbound>,
+) -> Result<(), String> {
+    let meta = match client.tables(Lane::Bulk).await {
+        // Ids on the wire from here on; the schema as the mapping names it.
+        Ok(meta) => binding::bind(client, &BaseMeta::from_json(&meta), mapping, pool)
+            .await
+            .map_err(|e| format!("cannot keep Airtable's ids: {e}"))?,
+        Err(e) if e.is_auth() => return Err(e.to_string()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the Airtable schema; leading without validating the mapping against it");
+            return Ok(());
+        }
+    };
+    validate(&meta).map_err(|e| format!("the mapping does not fit the Airtable base: {e}"))?;
+    if let Some(inbound) = inbound {
         inbound.set_schema(&meta).await;
     }
-    Ok((destination, inbound))
+    Ok(())
 }
 
 /// Samples the slot: lag, retained WAL, wal_status, safe_wal_size; readiness follows it.

@@ -390,6 +390,21 @@ pub static TABLES: &[Table] = &[
         Sync,
         [pg("table_name"), pg("airtable_id"), pg("pg_id"), pg("queued_at")]
     ),
+    table!(
+        "sync_leader",
+        Sync,
+        [
+            pg("slot_name"),
+            pg("epoch"),
+            pg("host"),
+            pg("pid"),
+            pg("ops_addr"),
+            pg("backend_pid"),
+            pg("since"),
+            pg("heartbeat_at"),
+            pg("released_at")
+        ]
+    ),
     // Authentication: written by the API only.
     table!(
         "refresh_tokens",

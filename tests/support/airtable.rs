@@ -5,7 +5,8 @@ use airtable_emulator::{Emulator, EmulatorConfig, RateLimits, SchemaFile};
 use cdc::{
     airtable::{cells, AirtableClient, AirtableConfig, Budget},
     destination::airtable::AirtableDestination,
-    replication::{StreamError, StreamHealth},
+    replication::StreamHealth,
+    run::RunError,
 };
 use schema::mapping::Mapping;
 use serde_json::{json, Map, Value};
@@ -106,6 +107,10 @@ pub fn cdc_run(
         .env("AIRTABLE_API_URL", e.url())
         .env("AIRTABLE_TOKEN", TOKEN)
         .env("AIRTABLE_BASE_ID", BASE)
+        // Test pacing for the leader lock: a takeover after a crash waits 600 ms, not 3 s.
+        .env("SYNC_LEADER_POLL_MS", "100")
+        .env("SYNC_LEADER_CHECK_MS", "200")
+        .env("SYNC_LEADER_LEASE_MS", "600")
         .env("RUST_LOG", "warn");
     c
 }
@@ -128,7 +133,7 @@ pub fn airtable_config(e: &Emulator) -> AirtableConfig {
 pub struct Syncing {
     pub health: Arc<StreamHealth>,
     shutdown: watch::Sender<bool>,
-    pub task: JoinHandle<Result<AirtableDestination, StreamError>>,
+    pub task: JoinHandle<Result<AirtableDestination, RunError>>,
 }
 
 pub async fn start_sync(
@@ -167,6 +172,11 @@ pub async fn start_sync_sharing(
     let health = daemon.health();
     let (shutdown, rx) = watch::channel(false);
     let task = tokio::spawn(daemon.run_until(rx));
+    // Leading and streaming: the slot exists, so what the test writes next is streamed.
+    crate::cdc::wait_until(Duration::from_secs(30), "the daemon leads and streams", || async {
+        health.connected.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
     Syncing { health, shutdown, task }
 }
 

@@ -31,7 +31,19 @@ where
 
 /// Waits for `check` to succeed, polling until `limit`; panics with `what` and the last
 /// mismatch it reported otherwise.
-pub async fn until_ok<F, Fut>(limit: Duration, what: &str, mut check: F)
+pub async fn until_ok<F, Fut>(limit: Duration, what: &str, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    if let Err(last) = until_ok_quiet(limit, check).await {
+        panic!("{what} within {limit:?}; last difference:\n{last}")
+    }
+}
+
+/// As [`until_ok`], returning the last mismatch instead of panicking (for benches, which
+/// report it).
+pub async fn until_ok_quiet<F, Fut>(limit: Duration, mut check: F) -> Result<(), String>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), String>>,
@@ -39,10 +51,8 @@ where
     let deadline = Instant::now() + limit;
     loop {
         match check().await {
-            Ok(()) => return,
-            Err(last) if Instant::now() >= deadline => {
-                panic!("{what} within {limit:?}; last difference:\n{last}")
-            }
+            Ok(()) => return Ok(()),
+            Err(last) if Instant::now() >= deadline => return Err(last),
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
@@ -90,6 +100,11 @@ pub fn daemon_config(url: &str, slot: &str, publication: &str) -> cdc::config::C
         status_interval: Duration::from_millis(100),
         lag_interval: Duration::from_millis(100),
         reconnect_max: Duration::from_millis(500),
+        leadership: cdc::leadership::LeadershipConfig {
+            poll: Duration::from_millis(100),
+            check: Duration::from_millis(200),
+            lease: Duration::from_millis(600),
+        },
         ..cdc::config::CdcConfig::new(PgConfig::new(url, "cdc-test"), slot, publication)
     }
 }

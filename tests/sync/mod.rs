@@ -3,6 +3,7 @@
 mod backfill;
 mod cutover;
 mod daemon;
+mod ha;
 mod hardening;
 mod inbound;
 mod inbound_backstops;

@@ -12,6 +12,7 @@ use crate::{
         retry::{classify, error_kind, Verdict},
     },
     backoff::Backoff,
+    leadership::Fence,
 };
 use reqwest::Method;
 use secrecy::ExposeSecret;
@@ -27,7 +28,12 @@ pub struct AirtableClient {
     budget: Arc<Budget>,
     /// Mapped names to ids, once bound: requests carry ids, responses the mapping's names.
     wire: RwLock<Option<Arc<Wire>>>,
+    /// Whether this process may send now (HA: only the leader does).
+    fence: Arc<Fence>,
 }
+
+/// The leader epoch a request was sent under.
+pub const EPOCH_HEADER: &str = "x-coach-leader-epoch";
 
 /// `'value'` for a formula, escaped so no value can change the formula.
 pub fn formula_string(s: &str) -> String {
@@ -40,7 +46,12 @@ impl AirtableClient {
             .timeout(config.request_timeout)
             .pool_max_idle_per_host(16)
             .build()?;
-        Ok(Self { http, config, budget, wire: RwLock::new(None) })
+        Ok(Self { http, config, budget, wire: RwLock::new(None), fence: Arc::default() })
+    }
+
+    /// The fence every request passes (shared with the daemon's leadership).
+    pub fn fence(&self) -> &Arc<Fence> {
+        &self.fence
     }
 
     /// From now on, tables and fields go by id on the wire (see [`crate::airtable::binding`]).
@@ -118,13 +129,20 @@ impl AirtableClient {
             if attempt > 0 {
                 metrics::counter!("airtable_retries_total", "op" => op).increment(1);
             }
+            self.fence.admit().await?;
             self.budget.acquire(lane).await;
+            // Asked again: the wait for a slot may have outlasted the lease.
+            let epoch = self.fence.admit().await?;
             self.budget.calls().record(op);
             let mut req = self
                 .http
                 .request(method.clone(), self.url(path))
                 .bearer_auth(self.config.token.expose_secret())
                 .query(query);
+            if let Some(epoch) = epoch {
+                // Which leader sent it (logs; the HA tests check no deposed one does).
+                req = req.header(EPOCH_HEADER, epoch);
+            }
             if let Some(b) = body {
                 req = req.json(b);
             }
@@ -336,6 +354,11 @@ impl AirtableClient {
                     };
                 out.extend(records);
                 match next {
+                    // A whole listing can take seconds at the rate limit: a leader stepping
+                    // down leaves the rest to its successor.
+                    Some(_) if self.fence.stopping() => {
+                        return Err(crate::leadership::Fenced::Stopping.into())
+                    }
                     Some(o) => offset = Some(o),
                     None => return Ok(out),
                 }
@@ -440,51 +463,6 @@ impl AirtableClient {
         self.send(lane, "update", Method::PATCH, &self.table_path(table), &[], Some(&body))
             .await
             .map(|_| ())
-    }
-
-    fn webhooks_path(&self) -> String {
-        format!("bases/{}/webhooks", self.config.base_id)
-    }
-
-    /// The base's webhooks (`{webhooks: [...]}`).
-    pub async fn webhooks(&self, lane: Lane) -> Result<Value, AirtableError> {
-        self.send(lane, "webhooks", Method::GET, &self.webhooks_path(), &[], None).await
-    }
-
-    /// Creates a webhook: `{id, macSecretBase64, expirationTime}`.
-    pub async fn create_webhook(&self, lane: Lane, body: &Value) -> Result<Value, AirtableError> {
-        self.send(lane, "webhooks", Method::POST, &self.webhooks_path(), &[], Some(body)).await
-    }
-
-    pub async fn delete_webhook(&self, lane: Lane, id: &str) -> Result<(), AirtableError> {
-        let path = format!("{}/{id}", self.webhooks_path());
-        self.send(lane, "webhooks", Method::DELETE, &path, &[], None).await.map(|_| ())
-    }
-
-    /// Extends the webhook's life by 7 days: `{expirationTime}`.
-    pub async fn refresh_webhook(&self, lane: Lane, id: &str) -> Result<Value, AirtableError> {
-        let path = format!("{}/{id}/refresh", self.webhooks_path());
-        self.send(lane, "webhooks", Method::POST, &path, &[], None).await
-    }
-
-    pub async fn enable_notifications(&self, lane: Lane, id: &str) -> Result<(), AirtableError> {
-        let path = format!("{}/{id}/enableNotifications", self.webhooks_path());
-        self.send(lane, "webhooks", Method::POST, &path, &[], Some(&json!({ "enable": true })))
-            .await
-            .map(|_| ())
-    }
-
-    /// One page of payloads from `cursor`: `{cursor, mightHaveMore, payloads}`.
-    pub async fn payloads(
-        &self,
-        lane: Lane,
-        id: &str,
-        cursor: u64,
-    ) -> Result<Value, AirtableError> {
-        let path = format!("{}/{id}/payloads", self.webhooks_path());
-        let query =
-            [("cursor".to_owned(), cursor.to_string()), ("limit".to_owned(), "50".to_owned())];
-        self.send(lane, "payloads", Method::GET, &path, &query, None).await
     }
 
     /// The base's tables (Meta API).

@@ -37,8 +37,10 @@ pub struct AirtableConfig {
     /// Requests of one table's batch in flight at once.
     pub concurrency: usize,
     /// SYNC_RECONCILE_DELAY_MS: after an unclean stop, nothing is written for this long
-    /// (writes the dead process had in flight land meanwhile, so none overwrites a newer
-    /// one), then a reconcile runs. Keep it above the request timeout of a crashed process.
+    /// (writes the dead process had sent land meanwhile, so none overwrites a newer one),
+    /// then a reconcile runs. 5 s: a process that lost the lead sends nothing new (its fence
+    /// closes within two lock checks, and its successor waits out the lease first), so only
+    /// requests already on the wire can land late, within Airtable's response time.
     pub reconcile_delay: Duration,
     /// SYNC_RECONCILE_INTERVAL_MS: a periodic reconcile as a backstop; 0 disables.
     pub reconcile_interval: Option<Duration>,
@@ -88,7 +90,7 @@ impl AirtableConfig {
             // One request in flight per base: a second one on the wire when a 429 arrives
             // would land inside the penalty.
             concurrency: 1,
-            reconcile_delay: Duration::from_secs(60),
+            reconcile_delay: Duration::from_secs(5),
             reconcile_interval: Some(Duration::from_secs(6 * 3600)),
             reconcile_sample: 100,
             monthly_call_budget: None,
@@ -111,7 +113,7 @@ impl AirtableConfig {
         c.penalty = Duration::from_millis(number("AIRTABLE_PENALTY_MS", 30_000u64)?);
         c.flush_window = Duration::from_millis(number("SYNC_FLUSH_MS", 250u64)?);
         c.max_attempts = number("SYNC_MAX_ATTEMPTS", c.max_attempts)?.max(1);
-        c.reconcile_delay = Duration::from_millis(number("SYNC_RECONCILE_DELAY_MS", 60_000u64)?);
+        c.reconcile_delay = Duration::from_millis(number("SYNC_RECONCILE_DELAY_MS", 5_000u64)?);
         c.reconcile_sample = number("SYNC_RECONCILE_SAMPLE", c.reconcile_sample)?;
         c.monthly_call_budget = match number("AIRTABLE_MONTHLY_CALL_BUDGET", 0u64)? {
             0 => None,

@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod meta;
 pub mod retry;
+mod webhooks;
 
 pub use budget::{Budget, Lane};
 pub use client::{AirtableClient, AirtableError};

@@ -17,6 +17,9 @@ pub enum AirtableError {
     /// Transient failures outlasted every attempt.
     #[error("gave up after {attempts} attempts: {last}")]
     Exhausted { attempts: u32, last: String },
+    /// Not sent: this process does not lead (a standby, or a leader that lost its lock).
+    #[error(transparent)]
+    Fenced(#[from] crate::leadership::Fenced),
 }
 
 impl AirtableError {
@@ -27,12 +30,15 @@ impl AirtableError {
                 kind.clone()
             }
             AirtableError::Exhausted { .. } => "RETRIES_EXHAUSTED".into(),
+            AirtableError::Fenced(_) => "FENCED".into(),
         }
     }
 
     pub fn attempts(&self) -> u32 {
         match self {
-            AirtableError::Rejected { .. } | AirtableError::Unauthorized { .. } => 1,
+            AirtableError::Rejected { .. }
+            | AirtableError::Unauthorized { .. }
+            | AirtableError::Fenced(_) => 1,
             AirtableError::Exhausted { attempts, .. } => *attempts,
         }
     }

@@ -6,7 +6,7 @@ use crate::{
     config::{load_mapping, CdcConfig},
     destination::{LogDestination, NullDestination},
     inbound::InboundConfig,
-    postgres::{self, check, publication, slot, ConnInfo},
+    postgres::{self, check, publication, ConnInfo},
     run::{airtable_sides, shutdown_on_signals, Daemon},
     telemetry::LogFormat,
 };
@@ -15,6 +15,7 @@ mod backfill;
 mod cutover;
 mod inbound;
 mod migrate;
+mod slot;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -342,7 +343,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Slot { action } => {
             let config = CdcConfig::from_env()?;
             let client = sql(&config).await?;
-            slot_command(&client, &config, action).await
+            slot::command(&client, &config, action).await
         }
     }
 }
@@ -363,78 +364,6 @@ async fn run_daemon<D: crate::destination::Destination>(
     let daemon = Daemon::build(config, &mapping, destination, None).await?;
     tracing::info!(ops = %daemon.ops_addr(), "cdc running");
     daemon.run_until(shutdown).await?;
-    Ok(())
-}
-
-async fn slot_command(
-    client: &tokio_postgres::Client,
-    config: &CdcConfig,
-    action: SlotAction,
-) -> anyhow::Result<()> {
-    let name = config.slot.as_str();
-    match action {
-        SlotAction::Create => match slot::status(client, name).await? {
-            Some(s) => {
-                if let Some(p) = s.problem() {
-                    bail!("{p}");
-                }
-                println!("slot {name} already exists (confirmed {:?})", s.confirmed_flush_lsn);
-            }
-            None => println!("created slot {name} at {}", slot::create(client, name).await?),
-        },
-        SlotAction::Status { json } => {
-            let Some(s) = slot::status(client, name).await? else {
-                bail!("slot {name} does not exist: create it with `cdc slot create`")
-            };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
-            } else {
-                println!("slot                 {}", s.name);
-                println!(
-                    "active               {} (pid {})",
-                    s.active,
-                    s.active_pid.map_or("-".into(), |p| p.to_string())
-                );
-                println!(
-                    "confirmed_flush_lsn  {}",
-                    s.confirmed_flush_lsn.as_deref().unwrap_or("-")
-                );
-                println!("restart_lsn          {}", s.restart_lsn.as_deref().unwrap_or("-"));
-                println!("lag                  {} bytes", s.lag_bytes.unwrap_or(0));
-                println!("retained WAL         {} bytes", s.retained_bytes.unwrap_or(0));
-                println!("wal_status           {}", s.wal_status.as_deref().unwrap_or("-"));
-                println!(
-                    "safe_wal_size        {}",
-                    s.safe_wal_size.map_or("unlimited".into(), |b| format!("{b} bytes"))
-                );
-            }
-            if let Some(p) = s.problem() {
-                bail!("{p}");
-            }
-        }
-        SlotAction::Recover => {
-            let pool = schema::postgres::connect(&config.postgres).await?;
-            let mapping = load_mapping().map_err(anyhow::Error::msg)?;
-            backfill::recover_slot(client, &pool, &mapping, name).await?;
-        }
-        SlotAction::Drop { yes } => {
-            if !yes {
-                bail!(
-                    "dropping slot {name} loses the outbound checkpoint; pass --yes if you mean it"
-                );
-            }
-            match slot::status(client, name).await? {
-                None => bail!("slot {name} does not exist"),
-                Some(s) if s.active => {
-                    bail!("slot {name} is in use by pid {:?}: stop `cdc run` first", s.active_pid)
-                }
-                Some(_) => {
-                    slot::drop(client, name).await?;
-                    println!("dropped slot {name}");
-                }
-            }
-        }
-    }
     Ok(())
 }
 

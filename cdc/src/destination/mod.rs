@@ -135,6 +135,19 @@ pub trait Destination: Send {
         false
     }
 
+    /// Called once when this process starts leading, before the stream: reads what the
+    /// destination needs to know first. An error refuses the lead with its message (the
+    /// process stops, naming the fix).
+    fn start(&mut self) -> impl Future<Output = Result<(), DestinationError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// The fence of the Airtable client this destination sends through, so the daemon's
+    /// leadership governs it; None for destinations that send nowhere.
+    fn fence(&self) -> Option<std::sync::Arc<crate::leadership::Fence>> {
+        None
+    }
+
     /// Records a change the stream isolated (see [`Poison`]) durably, so it can be looked at
     /// and replayed; the stream then goes on with the rest of the transaction.
     fn isolate(

@@ -395,6 +395,7 @@ impl Inbound {
             tokio::spawn(self.clone().bulk_task(shutdown.clone())),
             tokio::spawn(self.clone().parity_task(shutdown.clone())),
             tokio::spawn(self.clone().stamp_task(shutdown.clone())),
+            tokio::spawn(self.clone().forwarded_pings(shutdown.clone())),
             tokio::spawn(read_through::listen(
                 self.applier.pool().clone(),
                 lookups_tx,

@@ -98,6 +98,20 @@ pub async fn drop(client: &Client, slot: &str) -> Result<(), SqlError> {
     Ok(())
 }
 
+/// Ends the session streaming from the slot (walsender `pid`) and waits until the slot is
+/// free (at most 10 s).
+pub async fn end_consumer(client: &Client, slot: &str, pid: i32) -> Result<(), SqlError> {
+    client.execute("SELECT pg_terminate_backend($1)", &[&pid]).await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if !status(client, slot).await?.is_some_and(|s| s.active_pid == Some(pid)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 /// Moves the confirmed position forward (never back).
 pub async fn advance(client: &Client, slot: &str, lsn: Lsn) -> Result<(), SqlError> {
     let target = lsn.to_string();

@@ -157,6 +157,16 @@ impl<D: Destination> Stream<D> {
         self.health.clone()
     }
 
+    /// The destination, before the stream runs (the leader starts it first).
+    pub fn destination_mut(&mut self) -> &mut D {
+        &mut self.destination
+    }
+
+    /// The destination, never run (a standby stopped before it led).
+    pub fn into_destination(self) -> D {
+        self.destination
+    }
+
     /// Streams until `shutdown` turns true; returns the destination. Connection losses and
     /// destination failures are retried with jittered backoff; only a missing or invalidated
     /// slot, a missing publication, a refused role or a fatal destination error stop it.

@@ -18,6 +18,8 @@ pub struct LoggedRequest {
     pub hook: Option<String>,
     pub status: u16,
     pub records: usize,
+    /// The sender's `x-coach-leader-epoch` header (which daemon leader sent it), if any.
+    pub epoch: Option<i64>,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]

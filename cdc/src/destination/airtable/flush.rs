@@ -11,9 +11,16 @@ impl AirtableDestination {
             self.acked = self.acked.max(upto);
             return Ok(());
         }
-        if let Some(until) = self.fence_until.take() {
+        if let Some(until) = self.fence_until {
+            if self.client.fence().stopping() && Instant::now() < until {
+                // Stepping down inside the unclean-stop fence: nothing is written or
+                // acknowledged; the successor sees the same redelivery and fences itself.
+                return Ok(());
+            }
             tokio::time::sleep_until(until.into()).await;
+            self.fence_until = None;
         }
+        self.check_epoch().await?;
         let mark = self.pending_final.max(upto);
         if self.possibly_written.is_none_or(|w| mark > w)
             && (!self.pending.is_empty() || !self.replay_queue.is_empty())
@@ -83,6 +90,21 @@ impl AirtableDestination {
         self.pending_final = Lsn::ZERO;
         self.acked = self.acked.max(upto);
         Ok(())
+    }
+
+    /// Under HA: the slot's epoch in Postgres is still this leader's (a leader whose lock was
+    /// lost may not have noticed yet; its successor bumped the epoch).
+    async fn check_epoch(&self) -> Result<(), DestinationError> {
+        let Some((slot, epoch)) = self.client.fence().lease() else { return Ok(()) };
+        match self.store.leader_epoch(&slot).await? {
+            Some(e) if e == epoch => Ok(()),
+            other => {
+                let reason =
+                    format!("the slot's epoch is {other:?}, ours {epoch}: another process leads");
+                self.client.fence().depose(reason.clone());
+                Err(DestinationError::new(ErrorKind::Fatal, reason))
+            }
+        }
     }
 
     /// Whole-table resyncs from the outbox become backfill jobs (the one copy path).

@@ -30,7 +30,7 @@ pub use store::Store;
 
 use records::Outgoing;
 
-use super::{Destination, DestinationError, Poison};
+use super::{Destination, DestinationError, ErrorKind, Poison};
 use crate::postgres::dead_letter::{DeadLetter, Direction};
 use crate::replication::{Event, Lsn, Op, RowChange, Value as PgValue};
 use chrono::{DateTime, Utc};
@@ -141,6 +141,8 @@ pub struct AirtableDestination {
     batches: std::sync::atomic::AtomicU64,
     /// Some outbound dead letter may be pending (refreshed at every flush).
     dead_letters_pending: std::sync::atomic::AtomicBool,
+    /// Read the base's schema when leading starts (`cdc run`), for this inbound side too.
+    base_check: Option<Option<Arc<crate::inbound::Inbound>>>,
 }
 
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = Result<T, DestinationError>> + Send + 'a>>;
@@ -186,7 +188,14 @@ impl AirtableDestination {
             fence_until: None,
             batches: std::sync::atomic::AtomicU64::new(0),
             dead_letters_pending: std::sync::atomic::AtomicBool::new(true),
+            base_check: None,
         }
+    }
+
+    /// When leading starts, read the base's schema once: keep Airtable's ids, check the
+    /// mapping against it (refusing the lead when it does not fit), and hand it to `inbound`.
+    pub fn check_base_on_lead(&mut self, inbound: Option<Arc<crate::inbound::Inbound>>) {
+        self.base_check = Some(inbound);
     }
 
     pub fn client(&self) -> &Arc<AirtableClient> {
@@ -252,11 +261,24 @@ impl AirtableDestination {
                     if self.redelivered() {
                         // An unclean stop: a write the dead process had in flight may land
                         // after this session handled that row. Reconcile once they are in.
-                        let at = Instant::now() + self.config.reconcile_delay;
+                        // Counted from the takeover (the predecessor stopped about then),
+                        // so the successor's lease and this fence run at once.
+                        let stopped = self
+                            .client
+                            .fence()
+                            .leading_since()
+                            .map_or_else(Instant::now, |t| t.into_std());
+                        let at = stopped + self.config.reconcile_delay;
                         tracing::info!(delay = ?self.config.reconcile_delay, "restarted after an unclean stop: writing resumes after the grace period, then a reconcile");
                         self.fence_until = Some(at);
                         self.reconcile_full = true;
                         self.reconcile_at = Some(self.reconcile_at.map_or(at, |r| r.min(at)));
+                        self.store.set_reconcile_owed(true).await?;
+                    } else if self.store.reconcile_owed().await? {
+                        // The previous leader stepped down before its whole reconcile ended.
+                        tracing::info!("a whole reconcile is owed: running it now");
+                        self.reconcile_full = true;
+                        self.reconcile_at = Some(Instant::now());
                     }
                 }
             }
@@ -328,6 +350,23 @@ impl Destination for AirtableDestination {
 
     fn mirrors_state(&self) -> bool {
         true
+    }
+
+    async fn start(&mut self) -> Result<(), DestinationError> {
+        let Some(inbound) = self.base_check.clone() else { return Ok(()) };
+        crate::run::read_base(
+            &self.client,
+            &self.mapping,
+            self.store.pool(),
+            |meta| self.validate_against_airtable(meta),
+            inbound.as_deref(),
+        )
+        .await
+        .map_err(|e| DestinationError::new(ErrorKind::Fatal, e))
+    }
+
+    fn fence(&self) -> Option<Arc<crate::leadership::Fence>> {
+        Some(self.client.fence().clone())
     }
 
     /// An isolated change becomes one outbound dead letter (`ISOLATED_CHANGE`) of its table

@@ -16,9 +16,17 @@ impl AirtableDestination {
         self.flush_all().await?;
         let mut fixed = Fixed::default();
         for ti in self.mapping.table_ids() {
+            if self.client.fence().stopping() {
+                // Still owed (persisted): the successor runs it.
+                tracing::info!("stepping down: the whole reconcile is left to the next leader");
+                return Ok(());
+            }
             if self.mapped(ti).outbound().next().is_some() {
                 fixed.add(self.reconcile_table(ti).await?);
             }
+        }
+        if !self.client.fence().stopping() {
+            self.store.set_reconcile_owed(false).await?;
         }
         metrics::counter!("sync_reconcile_runs_total").increment(1);
         let Fixed { orphans, duplicates, missing } = fixed;

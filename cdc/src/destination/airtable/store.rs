@@ -11,6 +11,9 @@ use sqlx::PgPool;
 use std::collections::HashMap;
 use uuid::Uuid;
 
+/// The checkpoint saying a whole reconcile is owed.
+const RECONCILE_OWED: &str = "outbound.reconcile_owed";
+
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
@@ -178,6 +181,25 @@ impl Store {
             .execute(&self.pool)
             .await
             .map(|_| ())
+    }
+
+    /// The slot's leader epoch (HA): a leader checks it is still its own before a flush.
+    pub async fn leader_epoch(&self, slot: &str) -> sqlx::Result<Option<i64>> {
+        sqlx::query_scalar("SELECT epoch FROM sync_leader WHERE slot_name = $1")
+            .bind(slot)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Whether a whole reconcile is owed (an unclean stop was seen and no whole reconcile
+    /// finished since): a leader stepping down mid-way leaves it to its successor.
+    pub async fn reconcile_owed(&self) -> sqlx::Result<bool> {
+        let v = crate::postgres::checkpoint::read(&self.pool, RECONCILE_OWED).await?;
+        Ok(v.is_some_and(|v| v == Value::Bool(true)))
+    }
+
+    pub async fn set_reconcile_owed(&self, owed: bool) -> sqlx::Result<()> {
+        crate::postgres::checkpoint::write(&self.pool, RECONCILE_OWED, &Value::Bool(owed)).await
     }
 
     /// The write watermark (see AirtableDestination): 0/0 when never written.

@@ -208,6 +208,9 @@ impl AirtableDestination {
             AirtableError::Exhausted { .. } => {
                 return Err(DestinationError::retry(e.to_string()).with_source(e.clone()))
             }
+            AirtableError::Fenced(_) => {
+                return Err(DestinationError::new(ErrorKind::Fatal, e.to_string()))
+            }
             AirtableError::Rejected { .. } => {}
         }
         tracing::warn!(table, pg_id = %id, operation, error = %e, "dead-lettered");

@@ -7,6 +7,8 @@
 //!   While reads find only such echoes the gap doubles, up to 30 s; a read that changes
 //!   anything brings it back to 5 s.
 //!
+//! Under HA a standby verifies a ping and passes it to the leader (`forward`).
+//!
 //! Pings can be lost: `unread` lists both hooks in one request on a timer and wakes a hook
 //! whose `cursorForNextPayload` is past its stored cursor.
 //!
@@ -32,6 +34,7 @@ use std::{sync::Arc, time::Duration};
 use tokio::{sync::watch, time::Instant};
 
 mod drain;
+mod forward;
 mod hooks;
 mod receiver;
 mod unread;

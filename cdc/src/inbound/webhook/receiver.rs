@@ -22,7 +22,7 @@ async fn notification(
         metrics::counter!("inbound_webhook_notifications_total", "mac" => "missing").increment(1);
         return StatusCode::UNAUTHORIZED;
     };
-    let hooks = inbound.hooks.read().await.clone();
+    let hooks = inbound.known_hooks().await;
     if hooks.is_empty() {
         // Not known yet (the daemon is starting): Airtable retries a 503; a 401 would
         // tell it the MAC is wrong.
@@ -38,20 +38,34 @@ async fn notification(
         tracing::warn!("webhook notification with a bad MAC refused");
         return StatusCode::UNAUTHORIZED;
     };
-    if !inbound.pings.fresh(kind, &body) {
+    let stamp = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["timestamp"].as_str().map(str::to_owned));
+    if !inbound.pings.fresh_stamp(kind, stamp.as_deref()) {
         // A replayed or stale ping: its payloads were read with an earlier one (or will be
         // with the next poll); reading again on it would only spend the budget.
         metrics::counter!("inbound_webhook_notifications_total", "mac" => "replayed").increment(1);
         return StatusCode::OK;
     }
     metrics::counter!("inbound_webhook_notifications_total", "mac" => "valid").increment(1);
-    inbound.pings.received(kind);
-    if kind == super::HookKind::Users {
-        inbound.users_changed();
+    if inbound.client.fence().is_leader() {
+        inbound.ping(kind);
+    } else if !inbound.forward(kind, stamp).await {
+        return StatusCode::SERVICE_UNAVAILABLE;
     }
-    // At most one read runs per hook with one queued: pings meanwhile merge into it.
-    inbound.pinged(kind).notify_one();
     StatusCode::OK
+}
+
+impl Inbound {
+    /// A fresh, verified ping of `kind` (received, or passed on by a standby): read.
+    pub(in crate::inbound) fn ping(&self, kind: HookKind) {
+        self.pings.received(kind);
+        if kind == HookKind::Users {
+            self.users_changed();
+        }
+        // At most one read runs per hook with one queued: pings meanwhile merge into it.
+        self.pinged(kind).notify_one();
+    }
 }
 
 /// Pings already seen, per hook: a ping is read once, and one older than [`STALE_PING`]
@@ -104,26 +118,24 @@ impl Pings {
         })
     }
 
-    /// Whether a verified ping body is new: its timestamp recent and not seen before.
-    fn fresh(&self, kind: HookKind, body: &[u8]) -> bool {
-        let stamp = serde_json::from_slice::<Value>(body)
-            .ok()
-            .and_then(|v| v["timestamp"].as_str().map(str::to_owned));
+    /// Whether a verified ping is new: its timestamp recent and not seen before (a ping
+    /// without one is taken).
+    pub(super) fn fresh_stamp(&self, kind: HookKind, stamp: Option<&str>) -> bool {
         let Some(stamp) = stamp else { return true };
-        if chrono::DateTime::parse_from_rfc3339(&stamp)
+        if chrono::DateTime::parse_from_rfc3339(stamp)
             .is_ok_and(|t| chrono::Utc::now() - t.with_timezone(&chrono::Utc) > STALE_PING)
         {
             return false;
         }
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let seen = seen.entry(kind).or_default();
-        if seen.contains(&stamp) {
+        if seen.iter().any(|s| s == stamp) {
             return false;
         }
         if seen.len() >= 256 {
             seen.pop_front();
         }
-        seen.push_back(stamp);
+        seen.push_back(stamp.to_owned());
         true
     }
 }

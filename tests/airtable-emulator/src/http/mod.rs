@@ -84,12 +84,16 @@ async fn v0(
     let base = route.base().map(str::to_owned);
     let table = route.table().map(str::to_owned);
     let hook = route.hook().map(str::to_owned);
+    let epoch = headers
+        .get("x-coach-leader-epoch")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     let (response, status, records) =
         pipeline(&shared, route, &headers, Request { uri, body }).await;
     let write = matches!(kind, "create" | "update" | "replace" | "upsert" | "delete");
     let at_ms = shared.started.elapsed().as_millis() as u64;
     lock(&shared.stats)
-        .record(LoggedRequest { at_ms, kind, base, table, hook, status, records }, write);
+        .record(LoggedRequest { at_ms, kind, base, table, hook, status, records, epoch }, write);
     response
 }
 

@@ -1,0 +1,207 @@
+//! The fence: whether this process may send to Airtable now. The Airtable client asks it
+//! before every request, after the rate budget granted the slot (a wait there can outlast a
+//! lease), so a standby or a deposed leader sends nothing.
+
+use std::{sync::Arc, time::Duration};
+use tokio::{sync::watch, time::Instant};
+
+/// What this process is, as far as Airtable is concerned.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// No leadership involved: the operator commands, and the daemon's start (it reads the
+    /// base's schema once to check the token and the mapping).
+    Open,
+    /// Waiting for the lock. `leader` names the process that holds it, when known.
+    Standby { leader: Option<String>, reachable: Result<(), String> },
+    /// Holding the lock under `epoch`.
+    Leading {
+        slot: Arc<str>,
+        epoch: i64,
+        /// When this process took the lock (a predecessor that died stopped about then).
+        since: Instant,
+        /// Nothing is sent before this: after a leader that did not step down cleanly, its
+        /// lease must run out first (it may be alive behind a partition).
+        writable_from: Instant,
+        /// Nothing is sent after this unless a lock check succeeds again (renewed by each).
+        valid_until: Instant,
+    },
+    /// The lock was lost (or the epoch moved on): nothing is sent again by this process.
+    Deposed { reason: String },
+}
+
+/// Why a request was not sent.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Fenced {
+    #[error("this process is a standby: only the leader sends to Airtable")]
+    Standby,
+    #[error("this process is no longer the leader ({0}): it sends nothing more")]
+    Deposed(String),
+    #[error("this process is stepping down: long work is left to its successor")]
+    Stopping,
+}
+
+/// Shared by the client (which asks), leadership (which sets) and readiness (which reports).
+#[derive(Debug)]
+pub struct Fence {
+    mode: watch::Sender<Mode>,
+    /// A shutdown was asked for: long work (a whole listing, a reconcile) stops early.
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+impl Default for Fence {
+    fn default() -> Self {
+        Self { mode: watch::Sender::new(Mode::Open), stopping: Default::default() }
+    }
+}
+
+impl Fence {
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode.borrow().clone()
+    }
+
+    pub fn set(&self, mode: Mode) {
+        let leading = matches!(mode, Mode::Leading { .. });
+        metrics::gauge!("cdc_leader").set(if leading { 1.0 } else { 0.0 });
+        if let Mode::Leading { epoch, .. } = &mode {
+            metrics::gauge!("cdc_leader_epoch").set(*epoch as f64);
+        }
+        self.mode.send_replace(mode);
+    }
+
+    /// A lock check that started at `checked_at` succeeded: sending may go on until
+    /// `checked_at + validity`.
+    pub fn renew(&self, checked_at: Instant, validity: Duration) {
+        self.mode.send_if_modified(|m| match m {
+            Mode::Leading { valid_until, .. } => {
+                let until = checked_at + validity;
+                let moved = until > *valid_until;
+                *valid_until = (*valid_until).max(until);
+                moved
+            }
+            _ => false,
+        });
+    }
+
+    /// For good: the lock is gone or another process leads.
+    pub fn depose(&self, reason: impl Into<String>) {
+        let reason = reason.into();
+        tracing::error!(%reason, "deposed: sending nothing more to Airtable");
+        self.set(Mode::Deposed { reason });
+    }
+
+    pub fn is_leader(&self) -> bool {
+        matches!(*self.mode.borrow(), Mode::Leading { .. })
+    }
+
+    /// When this process took the lead (None: it does not lead).
+    pub fn leading_since(&self) -> Option<Instant> {
+        match &*self.mode.borrow() {
+            Mode::Leading { since, .. } => Some(*since),
+            _ => None,
+        }
+    }
+
+    /// The slot and epoch this process leads under.
+    pub fn lease(&self) -> Option<(Arc<str>, i64)> {
+        match &*self.mode.borrow() {
+            Mode::Leading { slot, epoch, .. } => Some((slot.clone(), *epoch)),
+            _ => None,
+        }
+    }
+
+    /// Waits until a request may be sent; returns the epoch it goes out under (None when
+    /// no leadership is involved). A leader whose lease lapsed waits for the next good lock
+    /// check (or its deposition).
+    pub async fn admit(&self) -> Result<Option<i64>, Fenced> {
+        let mut rx = self.mode.subscribe();
+        loop {
+            let wait_until = match &*rx.borrow_and_update() {
+                Mode::Open => return Ok(None),
+                Mode::Standby { .. } => return Err(Fenced::Standby),
+                Mode::Deposed { reason } => return Err(Fenced::Deposed(reason.clone())),
+                Mode::Leading { epoch, writable_from, valid_until, .. } => {
+                    let now = Instant::now();
+                    if now < *writable_from {
+                        Some(*writable_from)
+                    } else if now < *valid_until {
+                        return Ok(Some(*epoch));
+                    } else {
+                        None
+                    }
+                }
+            };
+            match wait_until {
+                Some(t) => tokio::select! {
+                    _ = tokio::time::sleep_until(t) => {}
+                    _ = rx.changed() => {}
+                },
+                None => {
+                    metrics::counter!("cdc_leader_lease_waits_total").increment(1);
+                    if rx.changed().await.is_err() {
+                        return Err(Fenced::Deposed("the fence was dropped".into()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leading(from: Duration, valid: Duration) -> Mode {
+        let now = Instant::now();
+        Mode::Leading {
+            slot: "s".into(),
+            epoch: 7,
+            since: now,
+            writable_from: now + from,
+            valid_until: now + valid,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_sends_within_its_lease_and_waits_out_the_predecessors() {
+        let f = Arc::new(Fence::default());
+        assert_eq!(f.admit().await.ok(), Some(None), "open: no leadership involved");
+        f.set(Mode::Standby { leader: None, reachable: Ok(()) });
+        assert!(matches!(f.admit().await, Err(Fenced::Standby)));
+
+        f.set(leading(Duration::from_secs(3), Duration::from_secs(10)));
+        let started = Instant::now();
+        assert_eq!(f.admit().await.ok(), Some(Some(7)));
+        assert_eq!(started.elapsed(), Duration::from_secs(3), "waited for writable_from");
+
+        // The lease lapses: the request waits for a good check, then goes.
+        tokio::time::advance(Duration::from_secs(8)).await;
+        let waiting = tokio::spawn({
+            let f = f.clone();
+            async move { f.admit().await }
+        });
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(!waiting.is_finished(), "no sending on a lapsed lease");
+        f.renew(Instant::now(), Duration::from_secs(2));
+        assert_eq!(waiting.await.expect("join").ok(), Some(Some(7)));
+
+        // Deposed while waiting: refused, and for good.
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let waiting = tokio::spawn({
+            let f = f.clone();
+            async move { f.admit().await }
+        });
+        tokio::task::yield_now().await;
+        f.depose("lost the lock connection");
+        assert!(matches!(waiting.await.expect("join"), Err(Fenced::Deposed(_))));
+        f.renew(Instant::now(), Duration::from_secs(60));
+        assert!(matches!(f.admit().await, Err(Fenced::Deposed(_))), "a renewal cannot undo it");
+    }
+}
