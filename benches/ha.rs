@@ -39,8 +39,11 @@ fn s(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
+/// One step of a takeover, read off it.
+type Step = fn(&Takeover) -> Duration;
+
 fn rows(stop: &str, takeovers: &[Takeover], goal: (&str, &str)) -> Vec<Vec<String>> {
-    let steps: [(&str, fn(&Takeover) -> Duration); 4] = [
+    let steps: [(&str, Step); 4] = [
         ("leading", |t| t.leading),
         ("streaming", |t| t.streaming),
         ("confirmed", |t| t.confirmed),

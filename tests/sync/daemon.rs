@@ -29,6 +29,9 @@ fn daemon(db: &TestDb, e: &Emulator, slot: &str, port: u16, token: &str, base: &
     c.env("AIRTABLE_TOKEN", token).env("AIRTABLE_BASE_ID", base);
     Command::from(c)
         .env("SYNC_FLUSH_MS", "50")
+        // A loaded 2-core CI box can delay a granted request by more than the default 20 ms
+        // margin (once seen under the whole suite): these tests are about restarts.
+        .env("AIRTABLE_RATE_MARGIN_MS", "100")
         .env("LOG_FORMAT", "text")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -154,6 +157,11 @@ async fn kill_9_and_a_restart_100_ms_later_five_times_under_load_never_gets_a_42
     writer.await.expect("writer");
     converge(&e, &db, Duration::from_secs(180)).await;
     let stats = e.admin().stats();
+    if stats.rate_limited > 0 {
+        for r in e.admin().request_log() {
+            eprintln!("at {} ms: {} {} (epoch {:?})", r.at_ms, r.kind, r.status, r.epoch);
+        }
+    }
     assert_eq!(stats.rate_limited, 0, "no 429: {:?}", stats.requests);
     assert_eq!(stats.requests_during_penalty, 0);
 }

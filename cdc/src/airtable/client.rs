@@ -129,10 +129,16 @@ impl AirtableClient {
             if attempt > 0 {
                 metrics::counter!("airtable_retries_total", "op" => op).increment(1);
             }
-            self.fence.admit().await?;
-            self.budget.acquire(lane).await;
-            // Asked again: the wait for a slot may have outlasted the lease.
-            let epoch = self.fence.admit().await?;
+            let epoch = loop {
+                self.fence.admit().await?;
+                self.budget.acquire(lane).await;
+                // Asked again: the wait for a slot may have outlasted the lease. A request
+                // that must wait takes a new slot after, so requests never bunch up behind
+                // the fence and overrun the base's window.
+                if let Some(epoch) = self.fence.admits_now()? {
+                    break epoch;
+                }
+            };
             self.budget.calls().record(op);
             let mut req = self
                 .http

@@ -97,8 +97,11 @@ impl Fence {
         self.set(Mode::Deposed { reason });
     }
 
-    pub fn is_leader(&self) -> bool {
-        matches!(*self.mode.borrow(), Mode::Leading { .. })
+    /// Whether a webhook ping received here goes to the leader (through Postgres) instead
+    /// of being read here: on a standby, and on a leader that lost the lead. Without
+    /// leadership (`Open`) this process reads its own pings.
+    pub fn passes_pings_on(&self) -> bool {
+        matches!(*self.mode.borrow(), Mode::Standby { .. } | Mode::Deposed { .. })
     }
 
     /// When this process took the lead (None: it does not lead).
@@ -123,22 +126,12 @@ impl Fence {
     pub async fn admit(&self) -> Result<Option<i64>, Fenced> {
         let mut rx = self.mode.subscribe();
         loop {
-            let wait_until = match &*rx.borrow_and_update() {
-                Mode::Open => return Ok(None),
-                Mode::Standby { .. } => return Err(Fenced::Standby),
-                Mode::Deposed { reason } => return Err(Fenced::Deposed(reason.clone())),
-                Mode::Leading { epoch, writable_from, valid_until, .. } => {
-                    let now = Instant::now();
-                    if now < *writable_from {
-                        Some(*writable_from)
-                    } else if now < *valid_until {
-                        return Ok(Some(*epoch));
-                    } else {
-                        None
-                    }
-                }
+            let wait = match Self::verdict(&rx.borrow_and_update()) {
+                Verdict::Send(epoch) => return Ok(epoch),
+                Verdict::Refuse(why) => return Err(why),
+                Verdict::Wait(until) => until,
             };
-            match wait_until {
+            match wait {
                 Some(t) => tokio::select! {
                     _ = tokio::time::sleep_until(t) => {}
                     _ = rx.changed() => {}
@@ -152,6 +145,42 @@ impl Fence {
             }
         }
     }
+
+    /// Without waiting: Some(epoch) when a request may go out now, None when it would have
+    /// to wait (the caller waits in [`Fence::admit`] and asks again).
+    pub fn admits_now(&self) -> Result<Option<Option<i64>>, Fenced> {
+        match Self::verdict(&self.mode.borrow()) {
+            Verdict::Send(epoch) => Ok(Some(epoch)),
+            Verdict::Refuse(why) => Err(why),
+            Verdict::Wait(_) => Ok(None),
+        }
+    }
+
+    fn verdict(mode: &Mode) -> Verdict {
+        match mode {
+            Mode::Open => Verdict::Send(None),
+            Mode::Standby { .. } => Verdict::Refuse(Fenced::Standby),
+            Mode::Deposed { reason } => Verdict::Refuse(Fenced::Deposed(reason.clone())),
+            Mode::Leading { epoch, writable_from, valid_until, .. } => {
+                let now = Instant::now();
+                if now < *writable_from {
+                    Verdict::Wait(Some(*writable_from))
+                } else if now < *valid_until {
+                    Verdict::Send(Some(*epoch))
+                } else {
+                    Verdict::Wait(None)
+                }
+            }
+        }
+    }
+}
+
+/// What the fence says of a request now.
+enum Verdict {
+    Send(Option<i64>),
+    Refuse(Fenced),
+    /// Until this instant, or (None) until the mode changes.
+    Wait(Option<Instant>),
 }
 
 #[cfg(test)]

@@ -102,7 +102,8 @@ impl LockSession {
                  INSERT INTO sync_leader AS l (slot_name, epoch, host, pid, ops_addr, backend_pid)
                  VALUES ($1, 1, $2, $3, $4, pg_backend_pid())
                  ON CONFLICT (slot_name) DO UPDATE SET epoch = l.epoch + 1, host = $2, pid = $3,
-                     ops_addr = $4, backend_pid = pg_backend_pid(), since = now(), released_at = NULL
+                     ops_addr = $4, backend_pid = pg_backend_pid(), since = now(),
+                     heartbeat_at = now(), released_at = NULL
                  RETURNING epoch, (SELECT released_at IS NOT NULL FROM prev)",
                 &[&self.slot, &me.host, &me.pid, &me.ops_addr],
             )

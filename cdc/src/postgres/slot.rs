@@ -104,7 +104,7 @@ pub async fn end_consumer(client: &Client, slot: &str, pid: i32) -> Result<(), S
     client.execute("SELECT pg_terminate_backend($1)", &[&pid]).await?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::time::Instant::now() < deadline {
-        if !status(client, slot).await?.is_some_and(|s| s.active_pid == Some(pid)) {
+        if status(client, slot).await?.is_none_or(|s| s.active_pid != Some(pid)) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -48,7 +48,7 @@ async fn notification(
         return StatusCode::OK;
     }
     metrics::counter!("inbound_webhook_notifications_total", "mac" => "valid").increment(1);
-    if inbound.client.fence().is_leader() {
+    if !inbound.client.fence().passes_pings_on() {
         inbound.ping(kind);
     } else if !inbound.forward(kind, stamp).await {
         return StatusCode::SERVICE_UNAVAILABLE;
