@@ -187,7 +187,7 @@ impl<D: Destination> Daemon<D> {
     /// Stands by until this process leads, then streams until `shutdown` turns true (and
     /// steps down) or the lead is lost; returns the destination.
     pub async fn run_until(self, mut shutdown: watch::Receiver<bool>) -> Result<D, RunError> {
-        let Self { stream, sampler, ops_task, inbound, leadership, preparation, .. } = self;
+        let Self { mut stream, sampler, ops_task, inbound, leadership, preparation, .. } = self;
         let Some(leader) = leadership.acquire(&mut shutdown).await else {
             return Ok(stream.into_destination());
         };
@@ -202,7 +202,6 @@ impl<D: Destination> Daemon<D> {
         }));
         // From here every Airtable request is the leader's: until its predecessor's lease ran
         // out, the fence holds them.
-        let mut stream = stream;
         let lead = async {
             preparation.prepare(&leader).await?;
             stream.destination_mut().start().await.map_err(|e| StartError::Refused(e.message))?;

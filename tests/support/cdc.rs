@@ -158,16 +158,25 @@ impl Streaming {
 
 /// The slot's confirmed_flush_lsn minus a reference LSN (>= 0 means confirmed past it).
 pub async fn confirmed_past(pool: &sqlx::PgPool, slot: &str, lsn: &str) -> bool {
-    sqlx::query_scalar::<_, bool>(
+    slot_says(
+        pool,
         "SELECT confirmed_flush_lsn >= $2::pg_lsn FROM pg_replication_slots WHERE slot_name = $1",
+        slot,
+        lsn,
     )
-    .bind(slot)
-    .bind(lsn)
-    .fetch_optional(pool)
     .await
-    .ok()
-    .flatten()
-    .unwrap_or(false)
+}
+
+/// A yes/no question about slot `$1` with argument `$2` (false when it cannot be asked).
+pub async fn slot_says(pool: &sqlx::PgPool, sql: &str, slot: &str, arg: &str) -> bool {
+    sqlx::query_scalar::<_, bool>(sql)
+        .bind(slot)
+        .bind(arg)
+        .fetch_optional(pool)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 pub async fn current_wal_lsn(pool: &sqlx::PgPool) -> String {

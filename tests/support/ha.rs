@@ -179,27 +179,15 @@ impl Daemons {
     pub async fn takeover(&self, pool: &sqlx::PgPool, stopped: &Stopped) -> Takeover {
         let (_, epoch) = self.wait_leader(pool, stopped.epoch).await;
         let leading = stopped.at.elapsed();
-        let slot = |sql: &'static str, lsn: String| {
-            let slot = self.slot.clone();
-            async move {
-                sqlx::query_scalar::<_, bool>(sql)
-                    .bind(slot)
-                    .bind(lsn)
-                    .fetch_optional(pool)
-                    .await
-                    .ok()
-                    .flatten()
-                    .unwrap_or(false)
-            }
-        };
         let old = stopped.walsender.unwrap_or(0).to_string();
+        let says = crate::cdc::slot_says;
         wait_until(Duration::from_secs(60), "the successor streams", || {
-            slot("SELECT active AND active_pid <> $2::int FROM pg_replication_slots WHERE slot_name = $1", old.clone())
+            says(pool, "SELECT active AND active_pid <> $2::int FROM pg_replication_slots WHERE slot_name = $1", &self.slot, &old)
         })
         .await;
         let streaming = stopped.at.elapsed();
         wait_until(Duration::from_secs(60), "the successor confirms", || {
-            slot("SELECT confirmed_flush_lsn > $2::pg_lsn FROM pg_replication_slots WHERE slot_name = $1", stopped.confirmed.clone())
+            says(pool, "SELECT confirmed_flush_lsn > $2::pg_lsn FROM pg_replication_slots WHERE slot_name = $1", &self.slot, &stopped.confirmed)
         })
         .await;
         let confirmed = stopped.at.elapsed();
@@ -209,6 +197,16 @@ impl Daemons {
         })
         .await;
         Takeover { leading, streaming, confirmed, caught_up: stopped.at.elapsed() }
+    }
+
+    /// SIGTERM to process `i`; its exit status (within 30 s).
+    pub async fn terminate(&mut self, i: usize) -> std::process::ExitStatus {
+        let mut p = self.procs.remove(i);
+        let _ = Command::new("kill").arg("-TERM").arg(p.pid.to_string()).status().await;
+        tokio::time::timeout(Duration::from_secs(30), p.child.wait())
+            .await
+            .expect("it stops within 30 s of SIGTERM")
+            .expect("wait")
     }
 
     /// The `/readyz` answer of process `i`.

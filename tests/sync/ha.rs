@@ -175,6 +175,9 @@ async fn a_ping_sent_to_a_standby_reaches_the_leader_and_is_applied() {
     let (leaders, others): (Vec<_>, Vec<_>) = log.iter().partition(|r| r.epoch.is_some());
     assert!(others.is_empty(), "only the leader sends: {others:?}");
     assert_eq!(leaders.iter().filter(|r| r.kind == "meta").count(), 1, "one schema read");
+    // A standby stops at once on SIGTERM (it holds nothing to hand over).
+    let status = d.terminate(standby).await;
+    assert!(status.success(), "SIGTERM ends a standby with 0: {status}");
 }
 
 #[tokio::test]

@@ -113,23 +113,30 @@ impl Leadership {
     /// its predecessor's lease ran out); None when shutdown came first.
     pub async fn acquire(&self, shutdown: &mut watch::Receiver<bool>) -> Option<Leader> {
         let mut backoff = Backoff::new(self.config.poll, Duration::from_secs(10));
+        let mut session: Option<LockSession> = None;
         let mut last_leader: Option<String> = None;
         loop {
-            match self.try_once(&mut last_leader).await {
-                Ok(Some(leader)) => return Some(leader),
-                Ok(None) => backoff.reset(),
+            let wait = match self.try_once(&mut session, &mut last_leader).await {
+                Ok(Some(takeover)) => match session.take() {
+                    Some(s) => return Some(self.lead(s, takeover)),
+                    None => self.config.poll,
+                },
+                Ok(None) => {
+                    backoff.reset();
+                    self.config.poll
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "standby cannot reach Postgres to try the leader lock");
+                    session = None;
                     self.fence.set(Mode::Standby {
                         leader: last_leader.clone(),
                         reachable: Err(format!(
                             "cannot reach Postgres to try the leader lock: {e}"
                         )),
                     });
+                    backoff.next_delay()
                 }
-            }
-            let wait =
-                if backoff.attempts() == 0 { self.config.poll } else { backoff.next_delay() };
+            };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.wait_for(|s| *s) => return None,
@@ -140,31 +147,30 @@ impl Leadership {
         }
     }
 
-    /// One try on a fresh or kept session; Err when Postgres cannot be reached.
+    /// One try of the lock, on the kept session (a new one when there is none or it
+    /// closed): the takeover when it was taken; Err when Postgres cannot be reached.
     async fn try_once(
         &self,
+        session: &mut Option<LockSession>,
         last_leader: &mut Option<String>,
-    ) -> Result<Option<Leader>, crate::postgres::SqlError> {
-        let session = LockSession::connect(&self.conn, &self.app, &self.slot).await?;
-        loop {
-            if session.try_lock().await? {
-                let takeover = session.take_epoch(&self.me).await?;
-                return Ok(Some(self.lead(session, takeover)));
-            }
-            if let Some(pid) = session.end_stale_holder(self.config.stale()).await? {
-                tracing::warn!(backend_pid = pid, stale = ?self.config.stale(), "the leader stopped renewing its heartbeat: ended its lock session");
-            }
-            let leader = session.leader().await?.filter(|l| l.holding).map(|l| l.describe());
-            if leader != *last_leader {
-                tracing::info!(leader = leader.as_deref().unwrap_or("none"), "standing by");
-            }
-            *last_leader = leader.clone();
-            self.fence.set(Mode::Standby { leader, reachable: Ok(()) });
-            tokio::time::sleep(self.config.poll).await;
-            if session.is_closed() {
-                return Ok(None);
-            }
+    ) -> Result<Option<Takeover>, crate::postgres::SqlError> {
+        if session.as_ref().is_none_or(LockSession::is_closed) {
+            *session = Some(LockSession::connect(&self.conn, &self.app, &self.slot).await?);
         }
+        let Some(s) = session.as_ref() else { return Ok(None) };
+        if s.try_lock().await? {
+            return Ok(Some(s.take_epoch(&self.me).await?));
+        }
+        if let Some(pid) = s.end_stale_holder(self.config.stale()).await? {
+            tracing::warn!(backend_pid = pid, stale = ?self.config.stale(), "the leader stopped renewing its heartbeat: ended its lock session");
+        }
+        let leader = s.leader().await?.filter(|l| l.holding).map(|l| l.describe());
+        if leader != *last_leader {
+            tracing::info!(leader = leader.as_deref().unwrap_or("none"), "standing by");
+        }
+        *last_leader = leader.clone();
+        self.fence.set(Mode::Standby { leader, reachable: Ok(()) });
+        Ok(None)
     }
 
     fn lead(&self, session: LockSession, takeover: Takeover) -> Leader {
