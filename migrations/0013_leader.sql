@@ -14,6 +14,9 @@ CREATE TABLE sync_leader (
     -- Renewed by the leader's lock check (every SYNC_LEADER_CHECK_MS): a standby ends a
     -- lock session whose leader stopped checking (a partition the server has not noticed).
     heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    -- Until when Airtable refuses the base after a 429 the leader got (its heartbeat and its
+    -- release write it): a successor sends nothing before.
+    penalty_until timestamptz,
     released_at timestamptz
 );
 

@@ -402,6 +402,7 @@ pub static TABLES: &[Table] = &[
             pg("backend_pid"),
             pg("since"),
             pg("heartbeat_at"),
+            pg("penalty_until"),
             pg("released_at")
         ]
     ),

@@ -1,6 +1,7 @@
 //! High availability with real processes: three `cdc run` on one slot, the leader killed
 //! with kill -9 ten times under a write load; SIGTERM handover; a ping sent to a standby;
-//! a leader cut off from its lock, which must send nothing once its successor leads.
+//! a leader cut off from its lock, which must send nothing once its successor leads; a
+//! successor that waits out the 429 penalty its predecessor got.
 
 use super::outbound::{converge, setup};
 use airtable_emulator::{Emulator, RateLimits};
@@ -223,4 +224,54 @@ async fn a_leader_cut_from_its_lock_sends_nothing_once_its_successor_leads() {
     let late: Vec<_> = log[first_new..].iter().filter(|r| r.epoch == Some(old_epoch)).collect();
     assert!(late.is_empty(), "requests under the old epoch after the successor started: {late:?}");
     assert!(log.iter().any(|r| r.epoch == Some(old_epoch)), "the old leader had sent");
+}
+
+#[tokio::test]
+async fn a_successor_waits_out_the_429_penalty_its_predecessor_got() {
+    let db = test_db().await;
+    let limits = RateLimits { penalty: Duration::from_secs(4), ..RateLimits::default() };
+    let (e, mut d) = started(&db, limits, 2, &[("AIRTABLE_PENALTY_MS", "4000")]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = load(&db, Duration::from_millis(100), stop.clone());
+    let (_, old_epoch) = d.wait_leader(&db.pool, 0).await;
+    wait_until(Duration::from_secs(30), "the leader writes", || async {
+        e.admin().request_log().iter().any(|r| r.epoch == Some(old_epoch) && r.records > 0)
+    })
+    .await;
+    // Another client of the base breaks its limit: Airtable pauses the base, and the
+    // leader's next request gets a 429.
+    let http = reqwest::Client::new();
+    for _ in 0..8 {
+        let _ = http
+            .get(format!("{}/v0/{BASE}/Users", e.url()))
+            .bearer_auth(testkit::airtable::TOKEN)
+            .send()
+            .await;
+    }
+    wait_until(Duration::from_secs(30), "the leader hands its penalty on", || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT coalesce(penalty_until > now(), false) FROM sync_leader WHERE slot_name = $1",
+        )
+        .bind(d.slot())
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or(false)
+    })
+    .await;
+    let (stopped, _) = d.stop_leader(&db.pool, false).await;
+    let (_, new_epoch) = d.wait_leader(&db.pool, stopped.epoch).await;
+    wait_until(Duration::from_secs(30), "the successor sends", || async {
+        e.admin().request_log().iter().any(|r| r.epoch == Some(new_epoch))
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    writer.await.expect("writer");
+    converge(&e, &db, Duration::from_secs(120)).await;
+    let refused: Vec<_> = e
+        .admin()
+        .request_log()
+        .into_iter()
+        .filter(|r| r.epoch == Some(new_epoch) && r.status == 429)
+        .collect();
+    assert!(refused.is_empty(), "the successor sent inside the penalty: {refused:?}");
 }

@@ -202,6 +202,8 @@ impl AirtableClient {
                                 .max(self.config.penalty);
                             tracing::warn!(?penalty, "Airtable rate limit: pausing the base");
                             self.budget.penalize(penalty);
+                            // A successor taking over meanwhile waits it out too.
+                            self.fence.penalized_until(tokio::time::Instant::now() + penalty);
                             last = "429 rate limited".into();
                             continue;
                         }

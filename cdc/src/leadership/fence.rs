@@ -46,11 +46,17 @@ pub struct Fence {
     mode: watch::Sender<Mode>,
     /// A shutdown was asked for: long work (a whole listing, a reconcile) stops early.
     stopping: std::sync::atomic::AtomicBool,
+    /// Until when Airtable refuses the base (a 429 this process got): the leader hands it on.
+    penalty: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Default for Fence {
     fn default() -> Self {
-        Self { mode: watch::Sender::new(Mode::Open), stopping: Default::default() }
+        Self {
+            mode: watch::Sender::new(Mode::Open),
+            stopping: Default::default(),
+            penalty: Default::default(),
+        }
     }
 }
 
@@ -61,6 +67,18 @@ impl Fence {
 
     pub fn stopping(&self) -> bool {
         self.stopping.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Airtable refuses the base until `until` (a 429).
+    pub fn penalized_until(&self, until: Instant) {
+        let mut p = self.penalty.lock().unwrap_or_else(|e| e.into_inner());
+        *p = Some(p.map_or(until, |t| t.max(until)));
+    }
+
+    /// How much of the base's penalty is left (zero when none).
+    pub fn penalty_left(&self) -> std::time::Duration {
+        let p = *self.penalty.lock().unwrap_or_else(|e| e.into_inner());
+        p.map_or(std::time::Duration::ZERO, |t| t.saturating_duration_since(Instant::now()))
     }
 
     pub fn mode(&self) -> Mode {

@@ -61,6 +61,8 @@ impl LeaderInfo {
 #[derive(Debug, Clone, Copy)]
 pub struct Takeover {
     pub epoch: i64,
+    /// What is left of a 429 penalty the previous leader got: nothing is sent before.
+    pub penalty_left: std::time::Duration,
     /// How the previous leader ended: None when there was none, Some(true) when it stepped
     /// down cleanly (no lease to wait out).
     pub previous_clean: Option<bool>,
@@ -98,27 +100,39 @@ impl LockSession {
         let row = self
             .client
             .query_one(
-                "WITH prev AS (SELECT released_at FROM sync_leader WHERE slot_name = $1)
+                "WITH prev AS (SELECT released_at, penalty_until FROM sync_leader WHERE slot_name = $1)
                  INSERT INTO sync_leader AS l (slot_name, epoch, host, pid, ops_addr, backend_pid)
                  VALUES ($1, 1, $2, $3, $4, pg_backend_pid())
                  ON CONFLICT (slot_name) DO UPDATE SET epoch = l.epoch + 1, host = $2, pid = $3,
                      ops_addr = $4, backend_pid = pg_backend_pid(), since = now(),
                      heartbeat_at = now(), released_at = NULL
-                 RETURNING epoch, (SELECT released_at IS NOT NULL FROM prev)",
+                 RETURNING epoch, (SELECT released_at IS NOT NULL FROM prev),
+                     (SELECT greatest(extract(epoch FROM penalty_until - now()), 0)::float8 FROM prev)",
                 &[&self.slot, &me.host, &me.pid, &me.ops_addr],
             )
             .await?;
-        Ok(Takeover { epoch: row.get(0), previous_clean: row.get(1) })
+        let penalty: Option<f64> = row.get(2);
+        Ok(Takeover {
+            epoch: row.get(0),
+            previous_clean: row.get(1),
+            penalty_left: std::time::Duration::from_secs_f64(penalty.unwrap_or(0.0)),
+        })
     }
 
     /// The liveness check: the session answers, the heartbeat is renewed, and the slot's
     /// epoch comes back (None: the row is gone).
-    pub async fn heartbeat(&self) -> Result<Option<i64>, SqlError> {
+    /// `penalty_left`: what is left of a 429 penalty this leader got, handed on.
+    pub async fn heartbeat(
+        &self,
+        penalty_left: std::time::Duration,
+    ) -> Result<Option<i64>, SqlError> {
         let row = self
             .client
             .query_opt(
-                "UPDATE sync_leader SET heartbeat_at = now() WHERE slot_name = $1 RETURNING epoch",
-                &[&self.slot],
+                "UPDATE sync_leader SET heartbeat_at = now(),
+                     penalty_until = CASE WHEN $2::float8 > 0 THEN now() + make_interval(secs => $2::float8) ELSE penalty_until END
+                 WHERE slot_name = $1 RETURNING epoch",
+                &[&self.slot, &penalty_left.as_secs_f64()],
             )
             .await?;
         Ok(row.map(|r| r.get(0)))
@@ -148,11 +162,17 @@ impl LockSession {
 
     /// Steps down: marks the release clean (the next leader need not wait out a lease) and
     /// lets the lock go.
-    pub async fn release(&self, epoch: i64) -> Result<(), SqlError> {
+    pub async fn release(
+        &self,
+        epoch: i64,
+        penalty_left: std::time::Duration,
+    ) -> Result<(), SqlError> {
         self.client
             .execute(
-                "UPDATE sync_leader SET released_at = now() WHERE slot_name = $1 AND epoch = $2",
-                &[&self.slot, &epoch],
+                "UPDATE sync_leader SET released_at = now(),
+                     penalty_until = CASE WHEN $3::float8 > 0 THEN now() + make_interval(secs => $3::float8) ELSE penalty_until END
+                 WHERE slot_name = $1 AND epoch = $2",
+                &[&self.slot, &epoch, &penalty_left.as_secs_f64()],
             )
             .await?;
         self.client.execute("SELECT pg_advisory_unlock($1, $2)", &[&NAMESPACE, &self.key]).await?;

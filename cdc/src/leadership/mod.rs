@@ -179,9 +179,10 @@ impl Leadership {
             None => Duration::ZERO,
             Some(true) => HANDOVER_GAP,
             Some(false) => self.config.lease.max(HANDOVER_GAP),
-        };
+        }
+        .max(takeover.penalty_left);
         metrics::counter!("cdc_leader_takeovers_total").increment(1);
-        tracing::info!(epoch = takeover.epoch, previous_clean = ?takeover.previous_clean, ?wait, host = %self.me.host, pid = self.me.pid, "took the lead");
+        tracing::info!(epoch = takeover.epoch, previous_clean = ?takeover.previous_clean, penalty_left = ?takeover.penalty_left, ?wait, host = %self.me.host, pid = self.me.pid, "took the lead");
         self.fence.set(Mode::Leading {
             slot: self.slot.as_str().into(),
             epoch: takeover.epoch,
@@ -216,9 +217,8 @@ impl Leader {
         loop {
             tick.tick().await;
             let started = Instant::now();
-            let reason = match tokio::time::timeout(self.config.check, self.session.heartbeat())
-                .await
-            {
+            let beat = self.session.heartbeat(self.fence.penalty_left());
+            let reason = match tokio::time::timeout(self.config.check, beat).await {
                 Ok(Ok(Some(e))) if e == self.epoch => {
                     self.fence.renew(started, self.config.validity());
                     last_ok = started;
@@ -256,7 +256,7 @@ impl Leader {
     /// once.
     pub async fn release(self) {
         self.fence.set(Mode::Deposed { reason: "stepped down".into() });
-        match self.session.release(self.epoch).await {
+        match self.session.release(self.epoch, self.fence.penalty_left()).await {
             Ok(()) => tracing::info!(epoch = self.epoch, "stepped down: the lock is free"),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot release the lock cleanly; it goes with the session")
