@@ -3,7 +3,7 @@
 //! lost), and step down cleanly.
 
 use crate::{
-    airtable::{binding, meta::BaseMeta, AirtableClient, AirtableConfig, Lane},
+    airtable::{AirtableClient, AirtableConfig},
     config::{validate_mapping_catalog, CdcConfig, INBOUND_ORIGIN},
     destination::{airtable::AirtableDestination, Destination},
     inbound::{apply::Applier, webhook, Inbound, InboundConfig},
@@ -304,34 +304,6 @@ pub async fn airtable_sides(
     let mut destination = AirtableDestination::new(client, mapping, pool);
     destination.check_base_on_lead(Some(inbound.clone()));
     Ok((destination, inbound))
-}
-
-/// What a new leader does first with Airtable: reads the base's schema once for both
-/// directions (a refused token stops the lead, naming the variables), keeps Airtable's ids,
-/// checks the mapping against it. Err: why the lead is refused.
-pub(crate) async fn read_base(
-    client: &AirtableClient,
-    mapping: &Mapping,
-    pool: &sqlx::PgPool,
-    validate: impl FnOnce(&BaseMeta) -> Result<(), String>,
-    inbound: Option<&Inbound>,
-) -> Result<(), String> {
-    let meta = match client.tables(Lane::Bulk).await {
-        // Ids on the wire from here on; the schema as the mapping names it.
-        Ok(meta) => binding::bind(client, &BaseMeta::from_json(&meta), mapping, pool)
-            .await
-            .map_err(|e| format!("cannot keep Airtable's ids: {e}"))?,
-        Err(e) if e.is_auth() => return Err(e.to_string()),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the Airtable schema; leading without validating the mapping against it");
-            return Ok(());
-        }
-    };
-    validate(&meta).map_err(|e| format!("the mapping does not fit the Airtable base: {e}"))?;
-    if let Some(inbound) = inbound {
-        inbound.set_schema(&meta).await;
-    }
-    Ok(())
 }
 
 /// Samples the slot: lag, retained WAL, wal_status, safe_wal_size; readiness follows it.

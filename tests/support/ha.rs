@@ -161,12 +161,7 @@ impl Daemons {
         let mut p = self.procs.remove(i);
         let at = Instant::now();
         let status = if term {
-            let _ = Command::new("kill").arg("-TERM").arg(p.pid.to_string()).status().await;
-            let s = tokio::time::timeout(Duration::from_secs(60), p.child.wait())
-                .await
-                .expect("the leader stops within 60 s of SIGTERM")
-                .expect("wait");
-            Some(s)
+            Some(sigterm(&mut p, Duration::from_secs(60)).await)
         } else {
             p.child.start_kill().expect("kill -9");
             let _ = p.child.wait().await;
@@ -202,11 +197,7 @@ impl Daemons {
     /// SIGTERM to process `i`; its exit status (within 30 s).
     pub async fn terminate(&mut self, i: usize) -> std::process::ExitStatus {
         let mut p = self.procs.remove(i);
-        let _ = Command::new("kill").arg("-TERM").arg(p.pid.to_string()).status().await;
-        tokio::time::timeout(Duration::from_secs(30), p.child.wait())
-            .await
-            .expect("it stops within 30 s of SIGTERM")
-            .expect("wait")
+        sigterm(&mut p, Duration::from_secs(30)).await
     }
 
     /// The `/readyz` answer of process `i`.
@@ -217,6 +208,15 @@ impl Daemons {
             Err(e) => (0, e.to_string()),
         }
     }
+}
+
+/// SIGTERM to `p`; its exit status, within `limit`.
+async fn sigterm(p: &mut Proc, limit: Duration) -> std::process::ExitStatus {
+    let _ = Command::new("kill").arg("-TERM").arg(p.pid.to_string()).status().await;
+    tokio::time::timeout(limit, p.child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("pid {} did not stop within {limit:?} of SIGTERM", p.pid))
+        .expect("wait")
 }
 
 /// p50, p95 and max of `samples` (nearest rank).

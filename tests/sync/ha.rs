@@ -45,6 +45,16 @@ async fn started(
     (e, d)
 }
 
+/// The leader (its index and epoch), once Airtable has a write of it.
+async fn leader_writing(e: &Emulator, db: &TestDb, d: &Daemons) -> (usize, i64) {
+    let (i, epoch) = d.wait_leader(&db.pool, 0).await;
+    wait_until(Duration::from_secs(30), "the leader writes", || async {
+        e.admin().request_log().iter().any(|r| r.epoch == Some(epoch) && r.records > 0)
+    })
+    .await;
+    (i, epoch)
+}
+
 /// Exactly one process reports itself leader; the others are standbys naming it.
 async fn one_leader(d: &Daemons, db: &TestDb) {
     let http = reqwest::Client::new();
@@ -187,11 +197,7 @@ async fn a_leader_cut_from_its_lock_sends_nothing_once_its_successor_leads() {
     let (e, mut d) = started(&db, RateLimits::off(), 2, &[]).await;
     let stop = Arc::new(AtomicBool::new(false));
     let writer = load(&db, Duration::from_millis(100), stop.clone());
-    let (old, old_epoch) = d.wait_leader(&db.pool, 0).await;
-    wait_until(Duration::from_secs(30), "the leader writes", || async {
-        e.admin().request_log().iter().any(|r| r.epoch == Some(old_epoch) && r.records > 0)
-    })
-    .await;
+    let (old, old_epoch) = leader_writing(&e, &db, &d).await;
     // The partition: the server ends the lock's session; the old leader's other
     // connections (the stream, its pool) stay up.
     let ended: i32 = sqlx::query_scalar(
@@ -233,11 +239,7 @@ async fn a_successor_waits_out_the_429_penalty_its_predecessor_got() {
     let (e, mut d) = started(&db, limits, 2, &[("AIRTABLE_PENALTY_MS", "4000")]).await;
     let stop = Arc::new(AtomicBool::new(false));
     let writer = load(&db, Duration::from_millis(100), stop.clone());
-    let (_, old_epoch) = d.wait_leader(&db.pool, 0).await;
-    wait_until(Duration::from_secs(30), "the leader writes", || async {
-        e.admin().request_log().iter().any(|r| r.epoch == Some(old_epoch) && r.records > 0)
-    })
-    .await;
+    leader_writing(&e, &db, &d).await;
     // Another client of the base breaks its limit: Airtable pauses the base, and the
     // leader's next request gets a 429.
     let http = reqwest::Client::new();

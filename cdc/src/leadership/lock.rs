@@ -12,6 +12,12 @@ use tokio_postgres::Client;
 /// The first key of every leader lock ("cdc1"): keeps them apart from other advisory locks.
 pub const NAMESPACE: i32 = 0x6364_6331;
 
+/// `pg_locks k` holds a granted leader lock keyed by `$2` (the namespace) and `$3` (the slot's
+/// key) in this database.
+const LOCK_HELD: &str = "k.locktype = 'advisory' AND k.granted AND k.objsubid = 2
+     AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+     AND k.classid = $2::int::oid AND k.objid = $3::int::oid";
+
 /// The second key: FNV-1a (32 bits) of the slot's name.
 pub fn slot_key(slot: &str) -> i32 {
     let mut h: u32 = 0x811c_9dc5;
@@ -126,15 +132,24 @@ impl LockSession {
         &self,
         penalty_left: std::time::Duration,
     ) -> Result<Option<i64>, SqlError> {
-        let row = self
-            .client
-            .query_opt(
-                "UPDATE sync_leader SET heartbeat_at = now(),
-                     penalty_until = CASE WHEN $2::float8 > 0 THEN now() + make_interval(secs => $2::float8) ELSE penalty_until END
-                 WHERE slot_name = $1 RETURNING epoch",
-                &[&self.slot, &penalty_left.as_secs_f64()],
-            )
-            .await?;
+        self.update_row("heartbeat_at = now()", None, penalty_left).await
+    }
+
+    /// Updates the slot's row (of `epoch`, when given) with `set`, handing on what is left
+    /// of a 429 penalty; returns the row's epoch (None: no such row).
+    async fn update_row(
+        &self,
+        set: &'static str,
+        epoch: Option<i64>,
+        penalty_left: std::time::Duration,
+    ) -> Result<Option<i64>, SqlError> {
+        let sql = format!(
+            "UPDATE sync_leader SET {set},
+                 penalty_until = CASE WHEN $2::float8 > 0 THEN now() + make_interval(secs => $2::float8) ELSE penalty_until END
+             WHERE slot_name = $1 AND ($3::bigint IS NULL OR epoch = $3) RETURNING epoch"
+        );
+        let row =
+            self.client.query_opt(&sql, &[&self.slot, &penalty_left.as_secs_f64(), &epoch]).await?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -148,12 +163,11 @@ impl LockSession {
         let row = self
             .client
             .query_opt(
-                "SELECT k.pid, pg_terminate_backend(k.pid)
-                 FROM pg_locks k JOIN sync_leader l ON l.slot_name = $1
-                 WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2
-                   AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                   AND k.classid = $2::int::oid AND k.objid = $3::int::oid
-                   AND l.heartbeat_at < now() - make_interval(secs => $4)",
+                &format!(
+                    "SELECT k.pid, pg_terminate_backend(k.pid)
+                     FROM pg_locks k JOIN sync_leader l ON l.slot_name = $1
+                     WHERE {LOCK_HELD} AND l.heartbeat_at < now() - make_interval(secs => $4)"
+                ),
                 &[&self.slot, &NAMESPACE, &self.key, &stale.as_secs_f64()],
             )
             .await?;
@@ -167,14 +181,7 @@ impl LockSession {
         epoch: i64,
         penalty_left: std::time::Duration,
     ) -> Result<(), SqlError> {
-        self.client
-            .execute(
-                "UPDATE sync_leader SET released_at = now(),
-                     penalty_until = CASE WHEN $3::float8 > 0 THEN now() + make_interval(secs => $3::float8) ELSE penalty_until END
-                 WHERE slot_name = $1 AND epoch = $2",
-                &[&self.slot, &epoch, &penalty_left.as_secs_f64()],
-            )
-            .await?;
+        self.update_row("released_at = now()", Some(epoch), penalty_left).await?;
         self.client.execute("SELECT pg_advisory_unlock($1, $2)", &[&NAMESPACE, &self.key]).await?;
         Ok(())
     }
@@ -189,11 +196,11 @@ impl LockSession {
 pub async fn leader(client: &Client, slot: &str) -> Result<Option<LeaderInfo>, SqlError> {
     let row = client
         .query_opt(
-            "SELECT epoch, host, pid, ops_addr, since, released_at,
-                    EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
-                            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                            AND classid = $2::int::oid AND objid = $3::int::oid AND objsubid = 2)
-             FROM sync_leader WHERE slot_name = $1",
+            &format!(
+                "SELECT epoch, host, pid, ops_addr, since, released_at,
+                        EXISTS (SELECT 1 FROM pg_locks k WHERE {LOCK_HELD})
+                 FROM sync_leader WHERE slot_name = $1"
+            ),
             &[&slot, &NAMESPACE, &slot_key(slot)],
         )
         .await?;

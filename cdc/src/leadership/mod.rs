@@ -117,17 +117,13 @@ impl Leadership {
         let mut last_leader: Option<String> = None;
         loop {
             let wait = match self.try_once(&mut session, &mut last_leader).await {
-                Ok(Some(takeover)) => match session.take() {
-                    Some(s) => return Some(self.lead(s, takeover)),
-                    None => self.config.poll,
-                },
+                Ok(Some((s, takeover))) => return Some(self.lead(s, takeover)),
                 Ok(None) => {
                     backoff.reset();
                     self.config.poll
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "standby cannot reach Postgres to try the leader lock");
-                    session = None;
                     self.fence.set(Mode::Standby {
                         leader: last_leader.clone(),
                         reachable: Err(format!(
@@ -148,18 +144,20 @@ impl Leadership {
     }
 
     /// One try of the lock, on the kept session (a new one when there is none or it
-    /// closed): the takeover when it was taken; Err when Postgres cannot be reached.
+    /// closed): the session and the takeover when it was taken; Err when Postgres cannot
+    /// be reached.
     async fn try_once(
         &self,
         session: &mut Option<LockSession>,
         last_leader: &mut Option<String>,
-    ) -> Result<Option<Takeover>, crate::postgres::SqlError> {
-        if session.as_ref().is_none_or(LockSession::is_closed) {
-            *session = Some(LockSession::connect(&self.conn, &self.app, &self.slot).await?);
-        }
-        let Some(s) = session.as_ref() else { return Ok(None) };
+    ) -> Result<Option<(LockSession, Takeover)>, crate::postgres::SqlError> {
+        let s = match session.take() {
+            Some(s) if !s.is_closed() => s,
+            _ => LockSession::connect(&self.conn, &self.app, &self.slot).await?,
+        };
         if s.try_lock().await? {
-            return Ok(Some(s.take_epoch(&self.me).await?));
+            let takeover = s.take_epoch(&self.me).await?;
+            return Ok(Some((s, takeover)));
         }
         if let Some(pid) = s.end_stale_holder(self.config.stale()).await? {
             tracing::warn!(backend_pid = pid, stale = ?self.config.stale(), "the leader stopped renewing its heartbeat: ended its lock session");
@@ -170,6 +168,7 @@ impl Leadership {
         }
         *last_leader = leader.clone();
         self.fence.set(Mode::Standby { leader, reachable: Ok(()) });
+        *session = Some(s);
         Ok(None)
     }
 

@@ -354,15 +354,9 @@ impl Destination for AirtableDestination {
 
     async fn start(&mut self) -> Result<(), DestinationError> {
         let Some(inbound) = self.base_check.clone() else { return Ok(()) };
-        crate::run::read_base(
-            &self.client,
-            &self.mapping,
-            self.store.pool(),
-            |meta| self.validate_against_airtable(meta),
-            inbound.as_deref(),
-        )
-        .await
-        .map_err(|e| DestinationError::new(ErrorKind::Fatal, e))
+        self.read_base(inbound.as_deref())
+            .await
+            .map_err(|e| DestinationError::new(ErrorKind::Fatal, e))
     }
 
     fn fence(&self) -> Option<Arc<crate::leadership::Fence>> {

@@ -1,9 +1,42 @@
-//! The mapping checked against the base's schema, once per start.
+//! The base's schema read when leading starts, and the mapping checked against it.
 
 use super::*;
 use crate::airtable::meta::BaseMeta;
 
 impl AirtableDestination {
+    /// What a new leader does first with Airtable: reads the base's schema once for both
+    /// directions (a refused token stops the lead, naming the variables), keeps Airtable's
+    /// ids, checks the mapping against it, and hands it to `inbound`. Err: why the lead is
+    /// refused.
+    pub(super) async fn read_base(
+        &self,
+        inbound: Option<&crate::inbound::Inbound>,
+    ) -> Result<(), String> {
+        use crate::airtable::binding;
+        let meta = match self.client.tables(Lane::Bulk).await {
+            // Ids on the wire from here on; the schema as the mapping names it.
+            Ok(meta) => binding::bind(
+                &self.client,
+                &BaseMeta::from_json(&meta),
+                &self.mapping,
+                self.store.pool(),
+            )
+            .await
+            .map_err(|e| format!("cannot keep Airtable's ids: {e}"))?,
+            Err(e) if e.is_auth() => return Err(e.to_string()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the Airtable schema; leading without validating the mapping against it");
+                return Ok(());
+            }
+        };
+        self.validate_against_airtable(&meta)
+            .map_err(|e| format!("the mapping does not fit the Airtable base: {e}"))?;
+        if let Some(inbound) = inbound {
+            inbound.set_schema(&meta).await;
+        }
+        Ok(())
+    }
+
     /// Checks the mapping against the base's schema (`meta`, the Meta API's answer): every
     /// mapped table, the merge field and every outbound field with its type. Each problem
     /// names the Postgres table and column, and the Airtable table and field.

@@ -25,9 +25,7 @@ impl Inbound {
         let mut stored = Vec::new();
         for kind in HookKind::ALL {
             let Ok(Some(v)) = self.applier.checkpoint(&kind.checkpoint()).await else { continue };
-            let secret = v["secret"]
-                .as_str()
-                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
+            let secret = stored_secret(&v);
             if let (Some(id), Some(secret)) = (v["id"].as_str(), secret) {
                 stored.push((kind, Hook { id: id.to_owned(), secret: secret.into() }));
             }

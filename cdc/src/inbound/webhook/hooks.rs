@@ -62,9 +62,7 @@ impl Inbound {
                     && h["notificationUrl"]
                         == spec.get("notificationUrl").cloned().unwrap_or(Value::Null)
             }) && s["spec"] == spec["specification"];
-            let secret = s["secret"]
-                .as_str()
-                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
+            let secret = stored_secret(s);
             if let (true, Some(live), Some(secret)) = (usable, live, secret) {
                 if live["areNotificationsEnabled"] == json!(false)
                     && spec.get("notificationUrl").is_some()

@@ -82,6 +82,13 @@ pub struct Hook {
     secret: secrecy::SecretSlice<u8>,
 }
 
+/// The MAC key of a stored hook checkpoint (`secret`, base64), if it has a usable one.
+fn stored_secret(checkpoint: &Value) -> Option<Vec<u8>> {
+    checkpoint["secret"]
+        .as_str()
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+}
+
 /// Whether `header` (`hmac-sha256=<hex>`) is the MAC of `body` under `secret`, compared in
 /// constant time.
 pub fn verify_mac(secret: &[u8], body: &[u8], header: &str) -> bool {
