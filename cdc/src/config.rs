@@ -88,27 +88,38 @@ pub fn load_mapping() -> Result<schema::mapping::Mapping, String> {
     }
 }
 
-/// Checks every mapped column exists in Postgres (the catalog, not just the registry).
-pub async fn validate_mapping_catalog(
-    mapping: &schema::mapping::Mapping,
+/// Checks every replicated column exists in Postgres (the catalog, not just the registry),
+/// and that the tables come parents first (a foreign key to a table later in the order
+/// would make a child's write land before its parent's).
+pub async fn validate_catalog(
+    replicated: &crate::replicated::Replicated,
     client: &tokio_postgres::Client,
 ) -> Result<(), String> {
     let mut problems = Vec::new();
-    for t in &mapping.tables {
+    let names: Vec<&str> = replicated.columns.iter().map(|(t, _)| t.as_str()).collect();
+    for (i, (table, columns)) in replicated.columns.iter().enumerate() {
         let rows = client
-            .query("SELECT column_name::text FROM information_schema.columns WHERE table_schema = 'public' AND table_name = $1", &[&t.table.name])
+            .query("SELECT column_name::text FROM information_schema.columns WHERE table_schema = 'public' AND table_name = $1", &[table])
             .await
             .map_err(|e| e.to_string())?;
         let have: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
         if have.is_empty() {
-            problems.push(format!("mapped table {} does not exist in Postgres", t.table.name));
+            problems.push(format!("table {table} does not exist in Postgres"));
         }
-        for c in &t.columns {
-            if !have.contains(&c.column) {
-                problems.push(format!(
-                    "mapped column {}.{} does not exist in Postgres",
-                    t.table.name, c.column
-                ));
+        for c in columns.iter().filter(|c| !have.contains(c)) {
+            problems.push(format!("column {table}.{c} does not exist in Postgres"));
+        }
+        let parents = client
+            .query(
+                "SELECT DISTINCT confrelid::regclass::text FROM pg_constraint
+                  WHERE contype = 'f' AND conrelid = to_regclass($1) AND confrelid <> conrelid",
+                &[&format!("public.{}", crate::postgres::quote_ident(table))],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        for p in rows_text(&parents) {
+            if names.iter().position(|n| *n == p).is_some_and(|at| at > i) {
+                problems.push(format!("{table} references {p}, which comes after it: list {p} first"));
             }
         }
     }
@@ -117,4 +128,8 @@ pub async fn validate_mapping_catalog(
     } else {
         Err(problems.join("; "))
     }
+}
+
+fn rows_text(rows: &[tokio_postgres::Row]) -> Vec<String> {
+    rows.iter().map(|r| r.get::<_, String>(0).trim_matches('"').to_owned()).collect()
 }

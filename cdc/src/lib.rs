@@ -38,6 +38,7 @@ pub mod inbound;
 pub mod leadership;
 pub mod ops;
 pub mod postgres;
+pub mod replicated;
 pub mod replication;
 pub mod run;
 pub mod telemetry;

@@ -4,12 +4,13 @@
 
 use crate::{
     airtable::{AirtableClient, AirtableConfig},
-    config::{validate_mapping_catalog, CdcConfig, INBOUND_ORIGIN},
+    config::{validate_catalog, CdcConfig, INBOUND_ORIGIN},
     destination::{airtable::AirtableDestination, Destination},
     inbound::{apply::Applier, webhook, Inbound, InboundConfig},
     leadership::{Holder, Leader, Leadership},
     ops::{self, Ops},
     postgres::{self, publication, slot, ConnInfo},
+    replicated::Replicated,
     replication::{Stream, StreamConfig, StreamError},
 };
 use schema::mapping::Mapping;
@@ -61,7 +62,7 @@ struct Preparation {
     app: String,
     slot: String,
     postgres: schema::postgres::PgConfig,
-    mapping: Mapping,
+    replicated: Replicated,
     mirrors_state: bool,
 }
 
@@ -80,14 +81,16 @@ impl<D: Destination> Daemon<D> {
     /// an unmigrated database or a mapping that does not fit it, creates a missing
     /// publication, refuses a lost slot, binds METRICS_ADDR. The slot is the leader's to
     /// create ([`Daemon::run_until`]). With `inbound`, the Airtable-to-Postgres side runs
-    /// beside the stream, its webhook receiver on the ops listener. Reads no environment:
-    /// everything comes in `config`, `mapping` and the parts given.
+    /// beside the stream, its webhook receiver on the ops listener. `replicated` is what the
+    /// destination takes (an Airtable mapping, a Convex mirror). Reads no environment:
+    /// everything comes in `config`, `replicated` and the parts given.
     pub async fn build(
         config: &CdcConfig,
-        mapping: &Mapping,
+        replicated: impl Into<Replicated>,
         destination: D,
         inbound: Option<Arc<Inbound>>,
     ) -> Result<Self, StartError> {
+        let replicated = replicated.into();
         // Before anything is measured: metrics recorded without a recorder are lost.
         ops::register_metrics();
         let url = config.postgres.redacted_url();
@@ -104,12 +107,12 @@ impl<D: Destination> Daemon<D> {
             .map_err(|e| StartError::Refused(e.to_string()))?;
         let app = config.postgres.application_name.clone();
         let client = postgres::connect(&conn, &app).await.map_err(|e| connect(&e))?;
-        validate_mapping_catalog(mapping, &client).await.map_err(|e| {
+        validate_catalog(&replicated, &client).await.map_err(|e| {
             StartError::Refused(format!("the mapping does not fit the database: {e}"))
         })?;
         let sql = |e: postgres::SqlError| connect(&e);
         if publication::tables(&client, &config.publication).await.map_err(sql)?.is_none() {
-            match publication::sync(&client, &config.publication, &mapping.published_tables()).await {
+            match publication::sync(&client, &config.publication, &replicated.published_tables()).await {
                 Ok(_) => tracing::info!(publication = %config.publication, "created the publication"),
                 Err(e) if e.code() == Some("42501") => return Err(StartError::Refused(format!(
                     "publication {:?} is missing and this role may not create it (it must own the tables): run `cdc publication sync` as the schema owner (a member of coach_migrator)",
@@ -132,7 +135,7 @@ impl<D: Destination> Daemon<D> {
         stream_config.application_name = app.clone();
         stream_config.status_interval = config.status_interval;
         stream_config.reconnect_max = config.reconnect_max;
-        stream_config.skip_origin = Some(INBOUND_ORIGIN.to_owned());
+        stream_config.skip_origin = replicated.skip_inbound.then(|| INBOUND_ORIGIN.to_owned());
         // The Airtable client's fence when there is one: the leader lock governs its requests.
         let fence = destination.fence().unwrap_or_default();
         let mirrors_state = destination.mirrors_state();
@@ -173,7 +176,7 @@ impl<D: Destination> Daemon<D> {
                 app,
                 slot: config.slot.clone(),
                 postgres: config.postgres.clone(),
-                mapping: mapping.clone(),
+                replicated,
                 mirrors_state,
             },
         })
@@ -272,7 +275,7 @@ impl Preparation {
         if self.mirrors_state {
             // Rows from before the slot, or of what the mapping gained, never stream.
             let pool = schema::postgres::connect(&self.postgres).await.map_err(|e| connect(&e))?;
-            crate::backfill::queue::at_start(&pool, &self.mapping, slot_created)
+            crate::backfill::queue::at_start(&pool, &self.replicated, slot_created)
                 .await
                 .map_err(|e| connect(&e))?;
             pool.close().await;

@@ -347,7 +347,8 @@ pub static TABLES: &[Table] = &[
             pg("created_at"),
             pg("updated_at"),
             pg("problem_key"),
-            pg("payload_bytes")
+            pg("payload_bytes"),
+            pg("destination")
         ]
     ),
     table!("sync_inbox_events", Sync, [pg("source"), pg("event_key"), pg("applied_at")]),
@@ -369,7 +370,8 @@ pub static TABLES: &[Table] = &[
             pg("requested_at"),
             pg("started_at"),
             pg("finished_at"),
-            pg("updated_at")
+            pg("updated_at"),
+            pg("destination")
         ]
     ),
     table!(

@@ -105,6 +105,8 @@ impl JobState {
 #[derive(Debug, Clone, Serialize)]
 pub struct Job {
     pub id: JobId,
+    /// Whose job it is: the daemon of that destination runs it.
+    pub destination: crate::destination::Target,
     pub table: String,
     /// Only these mapped columns; None = every mapped column.
     pub columns: Option<Vec<String>>,
@@ -126,6 +128,7 @@ pub struct Job {
 /// A job to queue.
 #[derive(Debug, Clone)]
 pub struct NewJob {
+    pub destination: crate::destination::Target,
     pub table: String,
     pub columns: Option<Vec<String>>,
     pub predicate: Option<String>,
@@ -136,7 +139,19 @@ pub struct NewJob {
 impl NewJob {
     /// Every row and mapped column of `table`.
     pub fn whole(table: impl Into<String>, reason: Reason) -> Self {
-        Self { table: table.into(), columns: None, predicate: None, reason, reconcile: false }
+        Self {
+            destination: crate::destination::Target::Airtable,
+            table: table.into(),
+            columns: None,
+            predicate: None,
+            reason,
+            reconcile: false,
+        }
+    }
+
+    /// The same job for `destination`'s daemon.
+    pub fn to(self, destination: crate::destination::Target) -> Self {
+        Self { destination, ..self }
     }
 
     /// Every mapped column of the rows `ids` of `table` (the whole table past 1,000 ids: a

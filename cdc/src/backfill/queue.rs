@@ -3,28 +3,17 @@
 //! mapping's outbound shape is remembered in `sync_checkpoint` for the next start.
 
 use super::{store, JobId, NewJob, Reason};
-use schema::mapping::Mapping;
+use crate::{destination::Target, replicated::Replicated};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::collections::BTreeMap;
 
-const SHAPE: &str = "outbound.mapping";
-
-/// table -> the columns it sends (derived ones included), for every table that sends any.
-fn shape(mapping: &Mapping) -> BTreeMap<String, Vec<String>> {
-    mapping
-        .tables
-        .iter()
-        .filter(|t| t.outbound().next().is_some())
-        .map(|t| {
-            let columns = t
-                .outbound()
-                .map(|c| c.column.clone())
-                .chain(t.derived.iter().map(|(c, _)| c.clone()))
-                .collect();
-            (t.table.name.to_owned(), columns)
-        })
-        .collect()
+/// Where the last start's shape is remembered, per destination (Airtable's keeps its name).
+fn shape_key(target: Target) -> &'static str {
+    match target {
+        Target::Airtable => "outbound.mapping",
+        Target::Convex => "convex.mapping",
+    }
 }
 
 /// The jobs a change of shape needs: a new table whole, new columns alone (a new derived
@@ -32,7 +21,7 @@ fn shape(mapping: &Mapping) -> BTreeMap<String, Vec<String>> {
 fn gained(
     before: &BTreeMap<String, Vec<String>>,
     now: &BTreeMap<String, Vec<String>>,
-    mapping: &Mapping,
+    derived: &BTreeMap<String, Vec<String>>,
 ) -> Vec<NewJob> {
     let mut jobs = Vec::new();
     for (table, columns) in now {
@@ -44,9 +33,7 @@ fn gained(
                 if new.is_empty() {
                     continue;
                 }
-                let derived = mapping
-                    .table(table)
-                    .is_some_and(|t| t.derived.iter().any(|(c, _)| new.contains(c)));
+                let derived = derived.get(table).is_some_and(|d| d.iter().any(|c| new.contains(c)));
                 let mut job = NewJob::whole(table.clone(), Reason::Mapping);
                 if !derived {
                     job.columns = Some(new);
@@ -63,27 +50,32 @@ fn gained(
 /// intents written before it (never streamed) are dropped: the copy carries progress.
 pub async fn at_start(
     pool: &PgPool,
-    mapping: &Mapping,
+    replicated: &Replicated,
     slot_created: bool,
 ) -> sqlx::Result<Vec<JobId>> {
-    let now = shape(mapping);
+    let now = replicated.shape.clone();
+    let key = shape_key(replicated.target);
     let mut tx = pool.begin().await?;
     let before: Option<Value> =
         sqlx::query_scalar("SELECT value FROM sync_checkpoint WHERE name = $1 FOR UPDATE")
-            .bind(SHAPE)
+            .bind(key)
             .fetch_optional(&mut *tx)
             .await?;
     let before: Option<BTreeMap<String, Vec<String>>> =
         before.and_then(|v| serde_json::from_value(v).ok());
-    let jobs = if slot_created {
-        sqlx::query("DELETE FROM sync_outbox WHERE kind = 'progress'").execute(&mut *tx).await?;
-        now.keys().map(|t| NewJob::whole(t.clone(), Reason::Initial)).collect()
+    let jobs: Vec<NewJob> = if slot_created {
+        if replicated.target == Target::Airtable {
+            sqlx::query("DELETE FROM sync_outbox WHERE kind = 'progress'").execute(&mut *tx).await?;
+        }
+        // Parents first: the mirror's order, Airtable's mapping order.
+        replicated.columns.iter().map(|(t, _)| NewJob::whole(t.clone(), Reason::Initial)).collect()
     } else {
         // A first start of this version on a known slot: what is there was synced already.
-        before.as_ref().map(|b| gained(b, &now, mapping)).unwrap_or_default()
+        before.as_ref().map(|b| gained(b, &now, &replicated.derived)).unwrap_or_default()
     };
+    let jobs: Vec<NewJob> = jobs.into_iter().map(|j| j.to(replicated.target)).collect();
     let ids = store::queue(&mut tx, &jobs, false).await?;
-    crate::postgres::checkpoint::write(&mut *tx, SHAPE, &json!(now)).await?;
+    crate::postgres::checkpoint::write(&mut *tx, key, &json!(now)).await?;
     tx.commit().await?;
     for j in &jobs {
         tracing::info!(table = %j.table, columns = ?j.columns, reason = j.reason.as_str(), "queued a backfill");
@@ -97,15 +89,16 @@ mod tests {
 
     #[test]
     fn a_new_table_goes_whole_and_new_columns_alone() {
-        let mapping = Mapping::default_mapping().expect("mapping");
-        let now = shape(&mapping);
-        assert!(gained(&now, &now, &mapping).is_empty(), "same shape: nothing");
+        let mapping = schema::mapping::Mapping::default_mapping().expect("mapping");
+        let replicated = Replicated::from(&mapping);
+        let now = replicated.shape.clone();
+        assert!(gained(&now, &now, &replicated.derived).is_empty(), "same shape: nothing");
 
         let mut before = now.clone();
         before.remove("habit_usage");
         before.get_mut("personal_goals").expect("goals").retain(|c| c != "description");
         before.get_mut("programs").expect("programs").retain(|c| c != "percent_complete");
-        let jobs = gained(&before, &now, &mapping);
+        let jobs = gained(&before, &now, &replicated.derived);
         let by_table: BTreeMap<&str, Option<Vec<String>>> =
             jobs.iter().map(|j| (j.table.as_str(), j.columns.clone())).collect();
         assert_eq!(by_table.len(), 3, "{by_table:?}");

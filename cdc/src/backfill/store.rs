@@ -9,15 +9,18 @@ use serde_json::{Map, Value};
 use sqlx::{PgPool, Postgres, Row};
 use uuid::Uuid;
 
-const COLUMNS: &str = "id, table_name, columns, predicate, reason, state, last_key, rows_done, rows_total, reconcile, requested_at, started_at, finished_at, updated_at";
+const COLUMNS: &str = "id, destination, table_name, columns, predicate, reason, state, last_key, rows_done, rows_total, reconcile, requested_at, started_at, finished_at, updated_at";
 
 fn job(row: sqlx::postgres::PgRow) -> sqlx::Result<Job> {
     let text = |name: &str| -> sqlx::Result<String> { row.try_get(name) };
     let bad = |name: &str, v: String| sqlx::Error::Decode(format!("{name} {v:?}").into());
     let reason = text("reason")?;
     let state = text("state")?;
+    let destination = text("destination")?;
     Ok(Job {
         id: row.try_get("id")?,
+        destination: crate::destination::Target::parse(&destination)
+            .ok_or_else(|| bad("destination", destination.clone()))?,
         table: text("table_name")?,
         columns: row.try_get("columns")?,
         predicate: row.try_get("predicate")?,
@@ -50,11 +53,11 @@ pub async fn queue(
                 SELECT id FROM sync_backfill
                  WHERE state = 'pending' AND last_key IS NULL AND table_name = $1
                    AND columns IS NOT DISTINCT FROM $2 AND predicate IS NOT DISTINCT FROM $3
-                   AND reconcile = $5
+                   AND reconcile = $5 AND destination = $6
                  LIMIT 1),
              added AS (
-                INSERT INTO sync_backfill (table_name, columns, predicate, reason, reconcile)
-                SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS (SELECT 1 FROM same)
+                INSERT INTO sync_backfill (table_name, columns, predicate, reason, reconcile, destination)
+                SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM same)
                 RETURNING id)
              SELECT id FROM added UNION ALL SELECT id FROM same",
         )
@@ -63,6 +66,7 @@ pub async fn queue(
         .bind(&j.predicate)
         .bind(j.reason.as_str())
         .bind(j.reconcile)
+        .bind(j.destination.as_str())
         .fetch_one(&mut **tx)
         .await?;
         ids.push(id);
@@ -87,11 +91,16 @@ pub async fn request(pool: &PgPool, jobs: &[NewJob], notify: bool) -> sqlx::Resu
     Ok(ids)
 }
 
-/// Pending and running jobs, oldest first.
-pub async fn open(pool: &PgPool) -> sqlx::Result<Vec<Job>> {
+/// `destination`'s pending and running jobs, oldest first.
+pub async fn open(
+    pool: &PgPool,
+    destination: crate::destination::Target,
+) -> sqlx::Result<Vec<Job>> {
     sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM sync_backfill WHERE state IN ('pending', 'running') ORDER BY id"
+        "SELECT {COLUMNS} FROM sync_backfill
+          WHERE destination = $1 AND state IN ('pending', 'running') ORDER BY id"
     ))
+    .bind(destination.as_str())
     .try_map(job)
     .fetch_all(pool)
     .await

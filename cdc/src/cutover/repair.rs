@@ -242,7 +242,7 @@ impl Repairer {
         let ids: Vec<Uuid> = records.iter().filter_map(|u| self.carried(u)).collect();
         let held: Vec<Uuid> = sqlx::query_scalar(
             "SELECT pg_id FROM sync_dead_letter
-              WHERE direction = 'outbound' AND operation = 'delete' AND status = 'pending'
+              WHERE direction = 'outbound' AND destination = 'airtable' AND operation = 'delete' AND status = 'pending'
                 AND table_name = $1 AND pg_id = ANY($2)",
         )
         .bind(table)

@@ -14,6 +14,34 @@ pub use null::NullDestination;
 use crate::replication::{Event, Lsn};
 use std::future::Future;
 
+/// Which destination a daemon writes. Each runs on its own slot; this scopes what is its own
+/// in the shared tables: dead letters, backfill jobs, the remembered mapping shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    Airtable,
+    Convex,
+}
+
+impl Target {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Airtable => "airtable",
+            Target::Convex => "convex",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Airtable, Self::Convex].into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What the stream does about a destination's failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {

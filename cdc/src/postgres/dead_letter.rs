@@ -50,6 +50,8 @@ impl Status {
 /// A change that could not be synced.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
+    /// Whose: inbound ones are always Airtable's.
+    pub destination: crate::destination::Target,
     pub direction: Direction,
     pub table: Option<String>,
     pub pg_id: Option<uuid::Uuid>,
@@ -80,9 +82,9 @@ pub fn capped(payload: &Value) -> (Value, Option<i32>) {
 pub async fn add<'e, E: sqlx::PgExecutor<'e>>(db: E, d: &DeadLetter) -> sqlx::Result<bool> {
     let (payload, bytes) = capped(&d.payload);
     let added: bool = sqlx::query_scalar(
-        "INSERT INTO sync_dead_letter (direction, table_name, pg_id, airtable_record_id, operation, payload, payload_bytes, error_code, error_message, attempts)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-         ON CONFLICT (direction, (coalesce(table_name, '')), problem_key, error_code) WHERE status = 'pending'
+        "INSERT INTO sync_dead_letter (direction, table_name, pg_id, airtable_record_id, operation, payload, payload_bytes, error_code, error_message, attempts, destination)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (destination, direction, (coalesce(table_name, '')), problem_key, error_code) WHERE status = 'pending'
          DO UPDATE SET attempts = sync_dead_letter.attempts + EXCLUDED.attempts,
                        last_failed_at = now(),
                        error_message = EXCLUDED.error_message,
@@ -101,13 +103,14 @@ pub async fn add<'e, E: sqlx::PgExecutor<'e>>(db: E, d: &DeadLetter) -> sqlx::Re
     .bind(&d.code)
     .bind(&d.message)
     .bind(d.attempts.max(1))
+    .bind(d.destination.as_str())
     .fetch_one(db)
     .await?;
-    let direction = d.direction.as_str();
+    let (direction, destination) = (d.direction.as_str(), d.destination.as_str());
     if added {
-        metrics::counter!("sync_dlq_added_total", "direction" => direction).increment(1);
+        metrics::counter!("sync_dlq_added_total", "direction" => direction, "destination" => destination).increment(1);
     } else {
-        metrics::counter!("sync_dlq_repeats_total", "direction" => direction).increment(1);
+        metrics::counter!("sync_dlq_repeats_total", "direction" => direction, "destination" => destination).increment(1);
     }
     Ok(added)
 }
@@ -116,6 +119,7 @@ pub async fn add<'e, E: sqlx::PgExecutor<'e>>(db: E, d: &DeadLetter) -> sqlx::Re
 /// successful write of a row fixes whatever was wrong with it).
 pub async fn resolve_rows<'e, E: sqlx::PgExecutor<'e>>(
     db: E,
+    destination: crate::destination::Target,
     table: &str,
     ids: &[uuid::Uuid],
 ) -> sqlx::Result<u64> {
@@ -124,10 +128,12 @@ pub async fn resolve_rows<'e, E: sqlx::PgExecutor<'e>>(
     }
     sqlx::query(
         "UPDATE sync_dead_letter SET status = 'replayed', resolved_at = now()
-          WHERE direction = 'outbound' AND status = 'pending' AND table_name = $1 AND pg_id = ANY($2)",
+          WHERE direction = 'outbound' AND status = 'pending' AND table_name = $1 AND pg_id = ANY($2)
+            AND destination = $3",
     )
     .bind(table)
     .bind(ids)
+    .bind(destination.as_str())
     .execute(db)
     .await
     .map(|r| r.rows_affected())

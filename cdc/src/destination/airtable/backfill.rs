@@ -269,7 +269,7 @@ impl AirtableDestination {
     /// Reads the open jobs, parents' tables first (their links then resolve without extra
     /// writes), oldest first within a table.
     async fn load_jobs(&mut self) -> Result<(), DestinationError> {
-        let mut open = jobs::open(self.store.pool()).await?;
+        let mut open = jobs::open(self.store.pool(), crate::destination::Target::Airtable).await?;
         let order = |j: &Job| self.mapping.table_id(&j.table).map_or(usize::MAX, |t| t.0);
         open.sort_by_key(|j| (order(j), j.id.0));
         // A job cancelled meanwhile: its chunk is dropped.

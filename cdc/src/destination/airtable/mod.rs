@@ -373,6 +373,7 @@ impl Destination for AirtableDestination {
         );
         tracing::error!(table = ?poison.table, ?pg_id, %message, "isolated a change");
         let d = DeadLetter {
+            destination: crate::destination::Target::Airtable,
             direction: Direction::Outbound,
             table: poison.table,
             pg_id,

@@ -205,7 +205,7 @@ impl AirtableDestination {
     ) -> Result<(), DestinationError> {
         use crate::backfill::{store, NewJob, Reason};
         let table = self.mapped(ti).table.name;
-        let covered = store::open(self.store.pool())
+        let covered = store::open(self.store.pool(), crate::destination::Target::Airtable)
             .await?
             .into_iter()
             .filter(|j| j.table == table && j.columns.is_none() && j.predicate.is_none())

@@ -144,13 +144,14 @@ impl Store {
 
     /// Resolves pending outbound dead letters of rows just written.
     pub async fn resolve_rows(&self, table: &str, ids: &[Uuid]) -> sqlx::Result<u64> {
-        dead_letter::resolve_rows(&self.pool, table, ids).await
+        dead_letter::resolve_rows(&self.pool, crate::destination::Target::Airtable, table, ids)
+            .await
     }
 
     /// Pending dead letters: (all, outbound).
     pub async fn pending_dead_letters(&self) -> sqlx::Result<(i64, i64)> {
         sqlx::query_as(
-            "SELECT count(*), count(*) FILTER (WHERE direction = 'outbound')
+            "SELECT count(*), count(*) FILTER (WHERE direction = 'outbound' AND destination = 'airtable')
                FROM sync_dead_letter WHERE status = 'pending'",
         )
         .fetch_one(&self.pool)
@@ -162,7 +163,7 @@ impl Store {
         &self,
         id: i64,
     ) -> sqlx::Result<Option<(Option<String>, Option<Uuid>, String)>> {
-        sqlx::query_as("SELECT table_name, pg_id, operation FROM sync_dead_letter WHERE id = $1 AND direction = 'outbound' AND status = 'pending'")
+        sqlx::query_as("SELECT table_name, pg_id, operation FROM sync_dead_letter WHERE id = $1 AND direction = 'outbound' AND destination = 'airtable' AND status = 'pending'")
             .bind(id)
             .fetch_optional(&self.pool)
             .await

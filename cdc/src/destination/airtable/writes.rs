@@ -245,6 +245,7 @@ impl AirtableDestination {
         attempts: i32,
     ) -> Result<(), DestinationError> {
         let d = DeadLetter {
+            destination: crate::destination::Target::Airtable,
             direction: Direction::Outbound,
             table: Some(table.to_owned()),
             pg_id: id,

@@ -103,6 +103,7 @@ pub(super) async fn map_record<'e, E: sqlx::PgExecutor<'e>>(
 pub(super) async fn park<'e, E: sqlx::PgExecutor<'e>>(db: E, p: &Parked) -> sqlx::Result<()> {
     tracing::warn!(table = ?p.table, record = ?p.record_id, code = %p.code, message = %p.message, "inbound change parked in the dead-letter queue");
     let d = DeadLetter {
+        destination: crate::destination::Target::Airtable,
         direction: Direction::Inbound,
         table: p.table.clone(),
         pg_id: None,
