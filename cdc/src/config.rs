@@ -88,6 +88,19 @@ pub fn load_mapping() -> Result<schema::mapping::Mapping, String> {
     }
 }
 
+/// The Convex mirror: CONVEX_MAPPING when set, else the one shipped in schema/convex.toml.
+pub fn load_mirror() -> Result<schema::mirror::Mirror, String> {
+    match var("CONVEX_MAPPING") {
+        None => schema::mirror::Mirror::default_mirror()
+            .map_err(|e| format!("the built-in mirror: {e}")),
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("CONVEX_MAPPING {path}: {e}"))?;
+            schema::mirror::Mirror::parse(&text).map_err(|e| format!("CONVEX_MAPPING {path}: {e}"))
+        }
+    }
+}
+
 /// Checks every replicated column exists in Postgres (the catalog, not just the registry),
 /// and that the tables come parents first (a foreign key to a table later in the order
 /// would make a child's write land before its parent's).
@@ -119,7 +132,8 @@ pub async fn validate_catalog(
             .map_err(|e| e.to_string())?;
         for p in rows_text(&parents) {
             if names.iter().position(|n| *n == p).is_some_and(|at| at > i) {
-                problems.push(format!("{table} references {p}, which comes after it: list {p} first"));
+                problems
+                    .push(format!("{table} references {p}, which comes after it: list {p} first"));
             }
         }
     }

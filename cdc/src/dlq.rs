@@ -11,6 +11,7 @@ use uuid::Uuid;
 #[derive(Debug, sqlx::FromRow, serde::Serialize)]
 pub struct DeadLetterSummary {
     pub id: i64,
+    pub destination: String,
     pub direction: Direction,
     pub table_name: Option<String>,
     pub pg_id: Option<Uuid>,
@@ -38,7 +39,7 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<DeadLetterSummary>, DlqError> {
     Ok(sqlx::query_as(
-        "SELECT id, direction, table_name, pg_id, operation, error_code, attempts, status, first_failed_at
+        "SELECT id, destination, direction, table_name, pg_id, operation, error_code, attempts, status, first_failed_at
          FROM sync_dead_letter WHERE $1 OR status = 'pending' ORDER BY id LIMIT $2",
     )
     .bind(all)
@@ -74,6 +75,7 @@ pub fn summary(d: &Value) -> String {
     let more = if preview.len() < payload.len() { " …" } else { "" };
     format!(
         "dead letter {} ({})\n\
+         destination {}\n\
          direction   {}\n\
          table       {}\n\
          row         pg id {}, Airtable record {}\n\
@@ -84,6 +86,7 @@ pub fn summary(d: &Value) -> String {
          \x20           {preview}{more}\n",
         field("id"),
         field("status"),
+        field("destination"),
         field("direction"),
         field("table_name"),
         field("pg_id"),

@@ -31,6 +31,7 @@ pub mod backfill;
 pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod convex;
 pub mod cutover;
 pub mod destination;
 pub mod dlq;

@@ -56,9 +56,13 @@ pub fn register_metrics() {
         metrics::counter!("airtable_retries_total", "op" => op).absolute(0);
         metrics::counter!("airtable_unauthorized_total", "op" => op).absolute(0);
     }
-    for direction in ["outbound", "inbound"] {
-        metrics::counter!("sync_dlq_added_total", "direction" => direction).absolute(0);
-        metrics::counter!("sync_dlq_repeats_total", "direction" => direction).absolute(0);
+    for (direction, destination) in
+        [("outbound", "airtable"), ("inbound", "airtable"), ("outbound", "convex")]
+    {
+        for name in ["sync_dlq_added_total", "sync_dlq_repeats_total"] {
+            metrics::counter!(name, "direction" => direction, "destination" => destination)
+                .absolute(0);
+        }
     }
     for kind in ["orphan", "duplicate", "missing"] {
         metrics::counter!("sync_reconcile_fixed_total", "kind" => kind).absolute(0);

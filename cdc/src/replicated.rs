@@ -42,7 +42,9 @@ impl From<&Mapping> for Replicated {
             target: Target::Airtable,
             columns: sending
                 .clone()
-                .map(|t| (t.table.name.to_owned(), t.columns.iter().map(|c| c.column.clone()).collect()))
+                .map(|t| {
+                    (t.table.name.to_owned(), t.columns.iter().map(|c| c.column.clone()).collect())
+                })
                 .collect(),
             shape: sending
                 .clone()
@@ -54,7 +56,9 @@ impl From<&Mapping> for Replicated {
                 .collect(),
             derived: sending
                 .filter(|t| !t.derived.is_empty())
-                .map(|t| (t.table.name.to_owned(), t.derived.iter().map(|(c, _)| c.clone()).collect()))
+                .map(|t| {
+                    (t.table.name.to_owned(), t.derived.iter().map(|(c, _)| c.clone()).collect())
+                })
                 .collect(),
             skip_inbound: true,
         }
@@ -77,11 +81,7 @@ impl From<&Mirror> for Replicated {
                 .iter()
                 .map(|t| (t.table.name.to_owned(), t.columns.clone()))
                 .collect(),
-            shape: m
-                .tables
-                .iter()
-                .map(|t| (t.table.name.to_owned(), t.columns.clone()))
-                .collect(),
+            shape: m.tables.iter().map(|t| (t.table.name.to_owned(), t.columns.clone())).collect(),
             derived: BTreeMap::new(),
             skip_inbound: false,
         }

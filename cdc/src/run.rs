@@ -68,7 +68,7 @@ struct Preparation {
 
 /// A background task that ends with its owner, however the owner ends (a crash that drops
 /// the daemon's future too).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

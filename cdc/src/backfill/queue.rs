@@ -65,7 +65,9 @@ pub async fn at_start(
         before.and_then(|v| serde_json::from_value(v).ok());
     let jobs: Vec<NewJob> = if slot_created {
         if replicated.target == Target::Airtable {
-            sqlx::query("DELETE FROM sync_outbox WHERE kind = 'progress'").execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM sync_outbox WHERE kind = 'progress'")
+                .execute(&mut *tx)
+                .await?;
         }
         // Parents first: the mirror's order, Airtable's mapping order.
         replicated.columns.iter().map(|(t, _)| NewJob::whole(t.clone(), Reason::Initial)).collect()

@@ -85,6 +85,17 @@ pub fn table(rows: &[Progress]) -> String {
     out
 }
 
+/// A job's progress as metrics (rows done and expected, seconds left).
+pub fn publish(job: &super::Job) {
+    let p = Progress::of(job.clone());
+    let table = job.table.clone();
+    metrics::gauge!("sync_backfill_rows_done", "table" => table.clone()).set(job.rows_done as f64);
+    metrics::gauge!("sync_backfill_rows_expected", "table" => table.clone())
+        .set(job.rows_total.unwrap_or(0) as f64);
+    metrics::gauge!("sync_backfill_eta_seconds", "table" => table)
+        .set(p.eta_seconds.unwrap_or(0.0));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ use std::{io::IsTerminal, time::Duration};
 
 /// What to backfill, as the operator named it.
 pub struct Request {
+    pub destination: crate::destination::Target,
     pub tables: Vec<String>,
     pub predicate: Option<String>,
     pub reason: Reason,
@@ -25,19 +26,28 @@ pub async fn request(
     r: Request,
 ) -> anyhow::Result<()> {
     let mut jobs = Vec::new();
+    if r.destination == crate::destination::Target::Convex {
+        super::mirror::check_tables(&r.tables)?;
+    }
     for table in &r.tables {
-        let Some(t) = mapping.table(table).filter(|t| t.outbound().next().is_some()) else {
+        let convex = r.destination == crate::destination::Target::Convex;
+        let Some(t) = schema::registry::table(table).filter(|_| convex).or_else(|| {
+            mapping.table(table).filter(|t| t.outbound().next().is_some()).map(|t| t.table)
+        }) else {
             bail!(
                 "{table} is not a table the sync sends to Airtable (those are: {})",
                 sending(mapping).join(", ")
             );
         };
         if let Some(p) = &r.predicate {
-            store::check_predicate(pool, t.table.name, p)
+            store::check_predicate(pool, t.name, p)
                 .await
                 .with_context(|| format!("--where {p:?} is not a condition on {table}"))?;
         }
-        jobs.push(NewJob { predicate: r.predicate.clone(), ..NewJob::whole(table, r.reason) });
+        jobs.push(
+            NewJob { predicate: r.predicate.clone(), ..NewJob::whole(table, r.reason) }
+                .to(r.destination),
+        );
     }
     let ids = store::request(pool, &jobs, true).await?;
     for (id, j) in ids.iter().zip(&jobs) {
@@ -68,7 +78,7 @@ async fn daemon_running(pool: &PgPool, slot_name: &str) -> sqlx::Result<bool> {
 }
 
 /// Follows jobs until they are finished: progress bars on a terminal, JSON lines otherwise.
-async fn follow(pool: &PgPool, ids: &[JobId]) -> anyhow::Result<()> {
+pub(super) async fn follow(pool: &PgPool, ids: &[JobId]) -> anyhow::Result<()> {
     let terminal = std::io::stderr().is_terminal();
     let bars = indicatif::MultiProgress::new();
     let style =

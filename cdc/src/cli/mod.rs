@@ -15,6 +15,7 @@ mod backfill;
 mod cutover;
 mod inbound;
 mod migrate;
+mod mirror;
 mod slot;
 
 use anyhow::{bail, Context};
@@ -40,6 +41,19 @@ pub enum DestinationKind {
     Log,
     /// Discard (measure the stream alone).
     Null,
+    /// The Convex mirror (CONVEX_URL, CONVEX_DEPLOY_KEY, CONVEX_MAPPING), on its own slot
+    /// and publication (CDC_SLOT, CDC_PUBLICATION).
+    Convex,
+}
+
+impl DestinationKind {
+    /// Whose dead letters and backfills a command means.
+    fn target(self) -> crate::destination::Target {
+        match self {
+            DestinationKind::Convex => crate::destination::Target::Convex,
+            _ => crate::destination::Target::Airtable,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +124,9 @@ pub enum Command {
         /// Queue and return; do not follow.
         #[arg(long)]
         detach: bool,
+        /// Whose backfill: the Airtable sync's or the Convex mirror's.
+        #[arg(long, env = "CDC_DESTINATION", value_enum, default_value_t = DestinationKind::Airtable)]
+        destination: DestinationKind,
     },
     /// The Airtable base: `check [--apply]` compares it with the mapping (and creates what
     /// is missing).
@@ -145,6 +162,10 @@ pub enum Command {
         /// With --repair: how long to wait for the daemon to write the repair, in seconds.
         #[arg(long, default_value_t = 300)]
         wait: u64,
+        /// Compare with Airtable or with the Convex mirror (counts, ids and hashes of
+        /// `--sample` rows per table, every row without it).
+        #[arg(long, env = "CDC_DESTINATION", value_enum, default_value_t = DestinationKind::Airtable)]
+        destination: DestinationKind,
     },
     /// Re-send a table's current state, or one row's: `cdc backfill TABLE [--where id = ID]`.
     Resync {
@@ -255,6 +276,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 DestinationKind::Null => {
                     run_daemon(&config, NullDestination::default(), shutdown).await
                 }
+                DestinationKind::Convex => mirror::run(&config, shutdown).await,
             }
         }
         Command::Check { json, strict } => {
@@ -302,10 +324,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inbound { action } => inbound::run(action).await,
         Command::Airtable { action } => cutover::airtable(action).await,
         Command::Import { since, tables } => cutover::import(since, tables).await,
-        Command::Verify { table, sample, json, repair, wait } => {
-            cutover::verify(table, sample, json, repair.then(|| Duration::from_secs(wait))).await
+        Command::Verify { table, sample, json, repair, wait, destination } => {
+            let repair = repair.then(|| Duration::from_secs(wait));
+            match destination {
+                DestinationKind::Convex => mirror::verify(table, sample, json, repair).await,
+                _ => cutover::verify(table, sample, json, repair).await,
+            }
         }
-        Command::Backfill { action, tables, predicate, detach } => {
+        Command::Backfill { action, tables, predicate, detach, destination } => {
             let config = CdcConfig::from_env()?;
             let pool = schema::postgres::connect(&config.postgres).await?;
             match action {
@@ -319,6 +345,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => {
                     let mapping = load_mapping().map_err(anyhow::Error::msg)?;
                     let request = backfill::Request {
+                        destination: destination.target(),
                         tables,
                         predicate,
                         reason: crate::backfill::Reason::Requested,
@@ -333,6 +360,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = schema::postgres::connect(&config.postgres).await?;
             let mapping = load_mapping().map_err(anyhow::Error::msg)?;
             let request = backfill::Request {
+                destination: crate::destination::Target::Airtable,
                 tables: vec![table],
                 predicate: id.map(|i| format!("id = '{i}'")),
                 reason: crate::backfill::Reason::Requested,
@@ -378,13 +406,14 @@ async fn dlq_command(action: DlqAction) -> anyhow::Result<()> {
                 println!("no dead letters{}", if all { "" } else { " pending" });
             } else {
                 println!(
-                    "{:>6}  {:<9} {:<22} {:<36} {:<7} {:<26} {:>8}  {:<9} first failed",
-                    "id", "direction", "table", "pg id", "op", "error", "attempts", "status"
+                    "{:>6}  {:<8} {:<9} {:<22} {:<36} {:<7} {:<26} {:>8}  {:<9} first failed",
+                    "id", "to", "direction", "table", "pg id", "op", "error", "attempts", "status"
                 );
                 for r in rows {
                     println!(
-                        "{:>6}  {:<9} {:<22} {:<36} {:<7} {:<26} {:>8}  {:<9} {}",
+                        "{:>6}  {:<8} {:<9} {:<22} {:<36} {:<7} {:<26} {:>8}  {:<9} {}",
                         r.id,
+                        r.destination,
                         r.direction.as_str(),
                         r.table_name.unwrap_or_default(),
                         r.pg_id.map(|u| u.to_string()).unwrap_or_default(),

@@ -1,6 +1,7 @@
 //! Destinations: where the stream hands committed changes.
 
 pub mod airtable;
+pub mod convex;
 mod log;
 #[cfg(any(test, feature = "test-support"))]
 mod memory;

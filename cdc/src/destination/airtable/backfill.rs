@@ -4,7 +4,7 @@
 //! it. A flush that wrote them saves the job's progress before acknowledging.
 
 use super::*;
-use crate::backfill::{store as jobs, Job, JobId, JobState, Mark, Watermark};
+use crate::backfill::{status::publish, store as jobs, Job, JobId, JobState, Mark, Watermark};
 use std::collections::VecDeque;
 
 /// The sink's backfill state.
@@ -283,15 +283,4 @@ impl AirtableDestination {
         self.backfill.reload = false;
         Ok(())
     }
-}
-
-/// A job's progress as metrics (rows done and expected, seconds left).
-fn publish(job: &Job) {
-    let p = crate::backfill::status::Progress::of(job.clone());
-    let table = job.table.clone();
-    metrics::gauge!("sync_backfill_rows_done", "table" => table.clone()).set(job.rows_done as f64);
-    metrics::gauge!("sync_backfill_rows_expected", "table" => table.clone())
-        .set(job.rows_total.unwrap_or(0) as f64);
-    metrics::gauge!("sync_backfill_eta_seconds", "table" => table)
-        .set(p.eta_seconds.unwrap_or(0.0));
 }
