@@ -2,6 +2,7 @@
 
 mod api;
 mod foundation;
+mod mirror;
 mod ops;
 mod replication;
 mod sync;

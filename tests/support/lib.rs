@@ -4,6 +4,7 @@ pub mod airtable;
 pub mod api;
 pub mod bin;
 pub mod cdc;
+pub mod convex;
 pub mod ha;
 pub mod inbound;
 pub mod legacy;

@@ -75,8 +75,15 @@ impl RowReader {
         ) -> sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
     ) -> sqlx::Result<Vec<DocRow>> {
         let (types, enums) = self.catalog(table).await?;
-        let texts: Vec<String> =
-            columns.iter().map(|c| format!("t.{}::text", quote_ident(c))).collect();
+        // Each type's output function (what pgoutput sends), which `::text` is not for all
+        // types (a boolean casts to 'true', its output is 't'); concat calls it.
+        let texts: Vec<String> = columns
+            .iter()
+            .map(|c| {
+                let c = quote_ident(c);
+                format!("CASE WHEN t.{c} IS NULL THEN NULL ELSE concat(t.{c}) END")
+            })
+            .collect();
         let sql = format!(
             "SELECT t.id, ARRAY[{}]::text[] FROM {} t WHERE {filter} ORDER BY t.id {tail}",
             if texts.is_empty() { "NULL".to_owned() } else { texts.join(", ") },

@@ -14,8 +14,11 @@ use crate::backfill::{status::publish, store as jobs, Job, JobState};
 use crate::convex::WireChange;
 use std::{collections::VecDeque, time::Duration};
 
-/// Transactions in progress when a chunk's version is read may take this long to end.
-const SETTLE: Duration = Duration::from_secs(1);
+/// Transactions in progress when a chunk's version is read may take this long to end (one
+/// in its commit takes microseconds; a longer one commits after the version).
+const SETTLE: Duration = Duration::from_millis(250);
+/// One step copies chunks for at most this long: live changes wait no longer behind it.
+const STEP: Duration = Duration::from_millis(250);
 
 #[derive(Default)]
 pub(super) struct Backfiller {
@@ -28,14 +31,26 @@ pub(super) struct Backfiller {
 }
 
 impl ConvexDestination {
-    /// Copies the next chunk when there is one and nothing live is pending.
+    /// Copies chunks while there are some, nothing live is pending and the step and the
+    /// throttle leave time.
     pub(super) async fn backfill_step(&mut self) -> Result<(), DestinationError> {
+        let until = Instant::now() + STEP;
+        while Instant::now() < until {
+            if !self.backfill_chunk().await? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the next chunk, if there is one to copy now; false when there was none.
+    async fn backfill_chunk(&mut self) -> Result<bool, DestinationError> {
         let b = &self.backfill;
         if !self.pending.is_empty()
             || b.next_at.is_some_and(|t| Instant::now() < t)
             || (b.jobs.as_ref().is_some_and(VecDeque::is_empty) && !b.reload)
         {
-            return Ok(());
+            return Ok(false);
         }
         if b.jobs.is_none() || b.reload {
             self.load_jobs().await?;
@@ -43,7 +58,7 @@ impl ConvexDestination {
         let pool = self.reader.pool().clone();
         loop {
             let Some(job) = self.backfill.jobs.as_mut().and_then(|q| q.front_mut()) else {
-                return Ok(());
+                return Ok(false);
             };
             let Some(at) = self.mirror.position(&job.table).map(TableAt) else {
                 tracing::warn!(job = %job.id, table = %job.table, "backfill of a table the mirror does not hold: closed");
@@ -99,7 +114,7 @@ impl ConvexDestination {
                     Duration::from_secs_f64(read as f64 / f64::from(self.config.backfill_rps));
                 self.backfill.next_at = Some(Instant::now() + wait);
             }
-            return Ok(());
+            return Ok(true);
         }
     }
 

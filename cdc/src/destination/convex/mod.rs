@@ -159,6 +159,8 @@ impl Destination for ConvexDestination {
             self.on_event(event).await?;
             if self.due() {
                 self.flush_all().await?;
+                // Under a steady load the stream is never idle: chunks go between flushes.
+                self.backfill_step().await?;
             }
             Ok(())
         }
