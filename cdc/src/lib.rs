@@ -13,6 +13,12 @@
 //! 4. [`airtable`]: what both directions share to talk to Airtable: the request budget, the
 //!    IO client and its retry logic, cell conversions.
 //!
+//! **Outbound, Postgres to Convex** (the mirror, its own daemon on its own slot)
+//! 1. The same [`replication::Stream`], into [`destination::convex`]: changes coalesced per
+//!    row, sent as `mirror:apply` calls at their commit LSN (a compare-and-set in Convex),
+//!    refused calls bisected to dead letters, backfills at a version read before each chunk.
+//! 2. [`convex`]: the client and its retry logic, rows read as the stream decodes them, parity.
+//!
 //! **Inbound, Airtable to Postgres**
 //! 1. [`inbound::webhook`]: pings received and verified, hooks kept alive, payloads drained
 //!    from their cursor; [`inbound`]'s polls and reconciles as the safety net; the users

@@ -57,8 +57,8 @@ pub fn table(rows: &[Progress]) -> String {
         return "no backfills\n".into();
     }
     let mut out = format!(
-        "{:>5}  {:<26} {:<12} {:<9} {:>9} {:>9} {:>6} {:>9} {:>9}\n",
-        "job", "table", "reason", "state", "done", "total", "%", "rows/s", "eta"
+        "{:>5}  {:<8} {:<26} {:<12} {:<9} {:>9} {:>9} {:>6} {:>9} {:>9}\n",
+        "job", "to", "table", "reason", "state", "done", "total", "%", "rows/s", "eta"
     );
     for p in rows {
         let j = &p.job;
@@ -67,8 +67,9 @@ pub fn table(rows: &[Progress]) -> String {
             None => j.table.clone(),
         };
         out.push_str(&format!(
-            "{:>5}  {:<26} {:<12} {:<9} {:>9} {:>9} {:>5.1}% {:>9} {:>9}\n",
+            "{:>5}  {:<8} {:<26} {:<12} {:<9} {:>9} {:>9} {:>5.1}% {:>9} {:>9}\n",
             j.id,
+            j.destination.as_str(),
             table,
             j.reason.as_str(),
             j.state.as_str(),

@@ -168,6 +168,7 @@ pub async fn recover_slot(
     pool: &PgPool,
     mapping: &Mapping,
     name: &str,
+    target: crate::destination::Target,
 ) -> anyhow::Result<()> {
     match slot::status(client, name).await? {
         Some(s) if s.active => {
@@ -181,10 +182,20 @@ pub async fn recover_slot(
     }
     let at = slot::create(client, name).await?;
     println!("created slot {name} at {at}");
-    let jobs: Vec<NewJob> = sending(mapping)
-        .into_iter()
-        .map(|t| NewJob { reconcile: true, ..NewJob::whole(t, Reason::SlotRecover) })
-        .collect();
+    let jobs: Vec<NewJob> = match target {
+        // The mirror's versions make the copy safe over what Convex holds; documents of rows
+        // the lost slot never deleted are `cdc verify --destination convex --repair`'s.
+        crate::destination::Target::Convex => crate::config::load_mirror()
+            .map_err(anyhow::Error::msg)?
+            .tables
+            .iter()
+            .map(|t| NewJob::whole(t.table.name, Reason::SlotRecover).to(target))
+            .collect(),
+        crate::destination::Target::Airtable => sending(mapping)
+            .into_iter()
+            .map(|t| NewJob { reconcile: true, ..NewJob::whole(t, Reason::SlotRecover) })
+            .collect(),
+    };
     let ids = store::request(pool, &jobs, false).await?;
     println!(
         "queued {} backfill(s) (jobs {}): start `cdc run`; `cdc backfill status` follows them",

@@ -64,7 +64,11 @@ pub(super) async fn command(
         SlotAction::Recover => {
             let pool = schema::postgres::connect(&config.postgres).await?;
             let mapping = load_mapping().map_err(anyhow::Error::msg)?;
-            backfill::recover_slot(client, &pool, &mapping, name).await?;
+            let target = match crate::config::var("CDC_DESTINATION").as_deref() {
+                Some("convex") => crate::destination::Target::Convex,
+                _ => crate::destination::Target::Airtable,
+            };
+            backfill::recover_slot(client, &pool, &mapping, name, target).await?;
         }
         SlotAction::Drop { yes } => {
             if !yes {
