@@ -45,9 +45,9 @@ impl WireChange {
         }
     }
 
-    /// Its size in a call's arguments.
-    pub fn bytes(&self) -> usize {
-        serde_json::to_string(self).map_or(0, |s| s.len())
+    /// Its JSON, as a call's arguments carry it.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
     }
 }
 
@@ -98,7 +98,18 @@ impl ConvexClient {
 
     /// mirror:apply with `changes` (at most 100).
     pub async fn apply(&self, changes: &[WireChange]) -> Result<Outcome, ConvexError> {
-        let value = self.call("mutation", "mirror:apply", json!({ "changes": changes })).await?;
+        let encoded: Vec<String> = changes.iter().map(WireChange::encode).collect();
+        self.apply_encoded(&encoded).await
+    }
+
+    /// mirror:apply with changes already encoded ([`WireChange::encode`]): a flush encodes
+    /// each change once, for its size and its call, also when a refused call is bisected.
+    pub async fn apply_encoded(&self, changes: &[String]) -> Result<Outcome, ConvexError> {
+        let body = format!(
+            r#"{{"path":"mirror:apply","args":{{"changes":[{}]}},"format":"json"}}"#,
+            changes.join(",")
+        );
+        let value = self.call("mutation", "mirror:apply", body).await?;
         serde_json::from_value(value.clone()).map_err(|e| ConvexError::Function {
             message: format!("mirror:apply answered {value} ({e}): is convex/mirror.ts deployed?"),
         })
@@ -112,7 +123,8 @@ impl ConvexClient {
         num_items: usize,
     ) -> Result<SnapshotPage, ConvexError> {
         let args = json!({ "table": table, "cursor": cursor, "numItems": num_items });
-        let value = self.call("query", "mirror:snapshot", args).await?;
+        let body = json!({ "path": "mirror:snapshot", "args": args, "format": "json" }).to_string();
+        let value = self.call("query", "mirror:snapshot", body).await?;
         serde_json::from_value(value.clone()).map_err(|e| ConvexError::Function {
             message: format!(
                 "mirror:snapshot answered {value} ({e}): is convex/mirror.ts deployed?"
@@ -120,9 +132,9 @@ impl ConvexClient {
         })
     }
 
-    async fn call(&self, kind: &str, path: &str, args: Value) -> Result<Value, ConvexError> {
+    /// One function call; `body` is the request's JSON, naming `path`.
+    async fn call(&self, kind: &str, path: &str, body: String) -> Result<Value, ConvexError> {
         let url = format!("{}/api/{kind}", self.config.url);
-        let body = json!({ "path": path, "args": args, "format": "json" });
         let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
         loop {
             self.fence.admit().await?;
@@ -133,7 +145,8 @@ impl ConvexClient {
                     "authorization",
                     format!("Convex {}", self.config.deploy_key.expose_secret()),
                 )
-                .json(&body)
+                .header("content-type", "application/json")
+                .body(body.clone())
                 .send()
                 .await;
             let verdict = match sent {

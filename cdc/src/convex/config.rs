@@ -19,7 +19,7 @@ pub struct ConvexConfig {
     pub batch_changes: usize,
     /// JSON bytes of changes per call (Convex takes 16 MiB of arguments).
     pub batch_bytes: usize,
-    /// CONVEX_CONCURRENCY: calls of one table's batch in flight at once (4).
+    /// CONVEX_CONCURRENCY: calls of one table's batch in flight at once (8).
     pub concurrency: usize,
     /// Attempts per call before its changes are dead-lettered.
     pub max_attempts: u32,
@@ -46,7 +46,7 @@ impl ConvexConfig {
             max_pending_rows: 5_000,
             batch_changes: 100,
             batch_bytes: 8 << 20,
-            concurrency: 4,
+            concurrency: 8,
             max_attempts: 8,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),

@@ -126,6 +126,31 @@ pub struct Poison {
     pub reason: String,
 }
 
+impl Poison {
+    /// The dead letter (`ISOLATED_CHANGE`) of `destination` that records it, of its table and
+    /// row where known; `cdc dlq replay` re-sends the row's current state.
+    pub fn dead_letter(self, destination: Target) -> crate::postgres::dead_letter::DeadLetter {
+        let pg_id = self.payload.get("id").and_then(|v| v.as_str()).and_then(|s| s.parse().ok());
+        let message = format!(
+            "the stream gave up on this change after {} deliveries (transaction {}, change {}): {}",
+            self.attempts, self.transaction, self.ordinal, self.reason
+        );
+        tracing::error!(%destination, table = ?self.table, ?pg_id, %message, "isolated a change");
+        crate::postgres::dead_letter::DeadLetter {
+            destination,
+            direction: crate::postgres::dead_letter::Direction::Outbound,
+            table: self.table,
+            pg_id,
+            record_id: None,
+            operation: "change",
+            payload: self.payload,
+            code: "ISOLATED_CHANGE".into(),
+            message,
+            attempts: self.attempts as i32,
+        }
+    }
+}
+
 /// A sink for committed changes.
 ///
 /// Contract:

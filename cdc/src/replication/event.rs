@@ -109,6 +109,16 @@ impl RowChange {
             (None, None, _) => Vec::new(),
         }
     }
+
+    /// The row's `id` when it is a uuid (the old tuple's for deletes): every mapped table's
+    /// key.
+    pub fn uuid_id(&self) -> Option<uuid::Uuid> {
+        let row = if self.op == Op::Delete { self.old.as_ref() } else { self.new.as_ref() };
+        match row?.get("id") {
+            Some(Value::Uuid(u)) => Some(*u),
+            _ => None,
+        }
+    }
 }
 
 /// The stream's events, in commit order.

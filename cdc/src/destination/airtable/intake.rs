@@ -104,11 +104,7 @@ impl AirtableDestination {
             return Ok(());
         }
         let Some(ti) = self.table_index(name) else { return Ok(()) };
-        let key_row = if c.op == Op::Delete { c.old.as_ref() } else { c.new.as_ref() };
-        let Some(id) = key_row.and_then(|r| r.get("id")).and_then(|v| match v {
-            PgValue::Uuid(u) => Some(*u),
-            _ => None,
-        }) else {
+        let Some(id) = c.uuid_id() else {
             return Err(DestinationError::bad_change(format!("{name}: change without a uuid id")));
         };
         let since = self.tx_time;

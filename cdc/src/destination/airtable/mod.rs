@@ -366,24 +366,7 @@ impl Destination for AirtableDestination {
     /// An isolated change becomes one outbound dead letter (`ISOLATED_CHANGE`) of its table
     /// and row, where known; `cdc dlq replay` re-sends the row's current state.
     async fn isolate(&mut self, poison: Poison) -> Result<(), DestinationError> {
-        let pg_id = poison.payload.get("id").and_then(Value::as_str).and_then(|s| s.parse().ok());
-        let message = format!(
-            "the stream gave up on this change after {} deliveries (transaction {}, change {}): {}",
-            poison.attempts, poison.transaction, poison.ordinal, poison.reason
-        );
-        tracing::error!(table = ?poison.table, ?pg_id, %message, "isolated a change");
-        let d = DeadLetter {
-            destination: crate::destination::Target::Airtable,
-            direction: Direction::Outbound,
-            table: poison.table,
-            pg_id,
-            record_id: None,
-            operation: "change",
-            payload: poison.payload,
-            code: "ISOLATED_CHANGE".into(),
-            message,
-            attempts: poison.attempts as i32,
-        };
+        let d = poison.dead_letter(super::Target::Airtable);
         self.store.dead_letter(&d).await?;
         self.dead_letters_pending.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())

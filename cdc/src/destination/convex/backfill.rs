@@ -85,7 +85,7 @@ impl ConvexDestination {
             let name = t.table.name;
             let outs = rows
                 .into_iter()
-                .map(|(id, doc)| Out { at, id, wire: WireChange::upsert(name, id, version, doc) })
+                .map(|(id, doc)| Out::new(at, id, WireChange::upsert(name, id, version, doc)))
                 .collect();
             self.send_table(at, outs).await?;
             if let Some(key) = last_key {

@@ -47,11 +47,7 @@ impl ConvexDestination {
             return Ok(());
         }
         let Some(at) = self.mirror.position(name).map(TableAt) else { return Ok(()) };
-        let key_row = if c.op == Op::Delete { c.old.as_ref() } else { c.new.as_ref() };
-        let Some(id) = key_row.and_then(|r| r.get("id")).and_then(|v| match v {
-            PgValue::Uuid(u) => Some(*u),
-            _ => None,
-        }) else {
+        let Some(id) = c.uuid_id() else {
             return Err(DestinationError::bad_change(format!("{name}: change without a uuid id")));
         };
         let version = self.tx_version;

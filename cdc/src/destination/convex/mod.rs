@@ -216,24 +216,7 @@ impl Destination for ConvexDestination {
     /// An isolated change becomes one convex dead letter (`ISOLATED_CHANGE`); `cdc dlq
     /// replay` sends the row's current state.
     async fn isolate(&mut self, poison: Poison) -> Result<(), DestinationError> {
-        let pg_id = poison.payload.get("id").and_then(Value::as_str).and_then(|s| s.parse().ok());
-        let message = format!(
-            "the stream gave up on this change after {} deliveries (transaction {}, change {}): {}",
-            poison.attempts, poison.transaction, poison.ordinal, poison.reason
-        );
-        tracing::error!(table = ?poison.table, ?pg_id, %message, "isolated a change");
-        let d = DeadLetter {
-            destination: Target::Convex,
-            direction: Direction::Outbound,
-            table: poison.table,
-            pg_id,
-            record_id: None,
-            operation: "change",
-            payload: poison.payload,
-            code: "ISOLATED_CHANGE".into(),
-            message,
-            attempts: poison.attempts as i32,
-        };
+        let d = poison.dead_letter(Target::Convex);
         crate::postgres::dead_letter::add(self.reader.pool(), &d).await?;
         self.dead_letters_pending = true;
         Ok(())

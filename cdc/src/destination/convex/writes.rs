@@ -10,6 +10,14 @@ pub(super) struct Out {
     pub(super) at: TableAt,
     pub(super) id: Uuid,
     pub(super) wire: WireChange,
+    /// The change encoded, once (filled when it is batched).
+    pub(super) json: String,
+}
+
+impl Out {
+    pub(super) fn new(at: TableAt, id: Uuid, wire: WireChange) -> Self {
+        Self { at, id, wire, json: String::new() }
+    }
 }
 
 impl ConvexDestination {
@@ -67,7 +75,7 @@ impl ConvexDestination {
             let at = TableAt(i);
             let outs = changes
                 .into_iter()
-                .map(|wire| Out { at, id: wire.id.parse().unwrap_or_default(), wire })
+                .map(|wire| Out::new(at, wire.id.parse().unwrap_or_default(), wire))
                 .collect();
             self.send_table(at, outs).await?;
         }
@@ -92,8 +100,9 @@ impl ConvexDestination {
     ) -> Result<(), DestinationError> {
         let mut calls: Vec<Vec<Out>> = Vec::new();
         let mut bytes = 0;
-        for o in outs {
-            let b = o.wire.bytes();
+        for mut o in outs {
+            o.json = o.wire.encode();
+            let b = o.json.len();
             let full = calls.last().is_none_or(|c| {
                 c.len() >= self.config.batch_changes || bytes + b > self.config.batch_bytes
             });
@@ -140,11 +149,11 @@ impl ConvexDestination {
         Box::pin(async move {
             let Some(first) = call.first() else { return Ok(call) };
             let (at, table) = (first.at, self.name(first.at));
-            let wire: Vec<WireChange> = call.iter().map(|o| o.wire.clone()).collect();
+            let encoded: Vec<String> = call.iter().map(|o| o.json.clone()).collect();
             let started = Instant::now();
             let gauge = metrics::gauge!("mirror_pending_retries", "table" => table);
             gauge.increment(call.len() as f64);
-            let result = self.client.apply(&wire).await;
+            let result = self.client.apply_encoded(&encoded).await;
             gauge.decrement(call.len() as f64);
             metrics::histogram!("mirror_write_seconds", "table" => table)
                 .record(started.elapsed().as_secs_f64());
@@ -221,7 +230,7 @@ impl ConvexDestination {
                 .iter()
                 .filter(|d| !d.deleted)
                 .filter_map(|d| d.id.parse().ok())
-                .map(|id| Out { at, id, wire: WireChange::delete(pg, id, version) })
+                .map(|id| Out::new(at, id, WireChange::delete(pg, id, version)))
                 .collect();
             n += outs.len();
             self.send_table(at, outs).await?;

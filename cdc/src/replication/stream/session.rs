@@ -77,7 +77,11 @@ impl<D: Destination> Stream<D> {
                     }
                 }
                 ev = client.recv() => {
-                    last_event = Instant::now();
+                    // Keepalives are not activity: a busy cluster (other databases' WAL)
+                    // sends them often, and they must not keep the idle flush away.
+                    if !matches!(ev, Ok(Some(ReplicationEvent::KeepAlive { .. }))) {
+                        last_event = Instant::now();
+                    }
                     let ev = match ev {
                         Ok(Some(ev)) => ev,
                         Ok(None) => break SessionEnd::Failed(Failure::connection("server ended the replication stream".into())),
