@@ -188,6 +188,21 @@ async fn a_document_convex_refuses_is_one_dead_letter_and_the_rest_flows() {
             Some(poisoned)
         )]
     );
+    // `cdc dlq replay` before the fix: refused again, the same dead letter, one more attempt.
+    let (ok, out, err) =
+        testkit::cdc_output(&["dlq", "replay", "--all"], &[("DATABASE_URL", &db.url())]).await;
+    assert!(ok, "{out}{err}");
+    wait_until(Duration::from_secs(30), "the replay refused again", || async {
+        let attempts: Option<i32> = sqlx::query_scalar(
+            "SELECT attempts FROM sync_dead_letter WHERE status = 'pending' AND destination = 'convex'",
+        )
+        .fetch_optional(&db.pool)
+        .await
+        .ok()
+        .flatten();
+        attempts == Some(2)
+    })
+    .await;
     // Fixed in Postgres: the next write of the row lands and resolves its dead letter.
     exec(&db.pool, "UPDATE program_schedule SET notes = 'kort' WHERE notes IS NOT NULL").await;
     converge(&e, &db.pool, "the fixed row").await;

@@ -15,6 +15,19 @@ pub const MAX_ARGS_BYTES: usize = 16 << 20;
 /// The most documents one snapshot page returns.
 pub const MAX_PAGE: usize = 1000;
 
+/// Counts what is written (a document's size without building its text).
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0 += b.len();
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// One change as the daemon sends it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Change {
@@ -83,12 +96,12 @@ impl Store {
     }
 
     /// mirror:apply. All or nothing: every change is checked before any is applied.
-    pub fn apply(&mut self, changes: &[Change]) -> Result<Outcome, String> {
+    pub fn apply(&mut self, changes: Vec<Change>) -> Result<Outcome, String> {
         if changes.len() > MAX_CHANGES {
             return Err(format!("at most {MAX_CHANGES} changes per call, got {}", changes.len()));
         }
         let mut checked = Vec::with_capacity(changes.len());
-        for (i, c) in changes.iter().enumerate() {
+        for (i, mut c) in changes.into_iter().enumerate() {
             let at = format!("change {i} ({} {})", c.table, c.id);
             self.mirrored(&c.table, &at)?;
             if c.id.is_empty() {
@@ -96,15 +109,17 @@ impl Store {
             }
             let v = version(&c.version, &at)?;
             let doc = match c.op.as_str() {
-                "upsert" => match &c.doc {
+                "upsert" => match c.doc.take() {
                     Some(Value::Object(m)) => {
-                        let bytes = serde_json::to_string(m).map_or(0, |s| s.len());
+                        let mut count = ByteCount(0);
+                        let _ = serde_json::to_writer(&mut count, &m);
+                        let bytes = count.0;
                         if bytes > MAX_DOC_BYTES {
                             return Err(format!(
                                 "{at}: document too large ({bytes} bytes, at most {MAX_DOC_BYTES})"
                             ));
                         }
-                        Some(Value::Object(m.clone()))
+                        Some(Value::Object(m))
                     }
                     _ => return Err(format!("{at}: an upsert needs its doc as an object")),
                 },
@@ -115,6 +130,7 @@ impl Store {
         }
         let mut out = Outcome::default();
         for (c, v, doc) in checked {
+            let c: Change = c;
             let table = self.tables.entry(c.table.clone()).or_default();
             // Equal versions apply: the same change again, or a later one of its transaction.
             if table.get(&c.id).is_some_and(|d| d.version.parse::<u64>().unwrap_or(0) > v) {

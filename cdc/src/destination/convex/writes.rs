@@ -67,6 +67,9 @@ impl ConvexDestination {
                 });
             }
         }
+        // A replayed dead letter resolves when its row is written (`send_table`), not when
+        // it is refused again.
+        self.dead_letters_pending |= !replays.is_empty();
         let groups = upserts.into_iter().enumerate().chain(deletes.into_iter().enumerate().rev());
         for (i, changes) in groups {
             if changes.is_empty() {
@@ -78,12 +81,6 @@ impl ConvexDestination {
                 .map(|wire| Out::new(at, wire.id.parse().unwrap_or_default(), wire))
                 .collect();
             self.send_table(at, outs).await?;
-        }
-        if !replays.is_empty() {
-            sqlx::query("UPDATE sync_dead_letter SET status = 'replayed', resolved_at = now() WHERE id = ANY($1) AND status = 'pending' AND destination = 'convex'")
-                .bind(&replays)
-                .execute(self.reader.pool())
-                .await?;
         }
         self.refresh_dead_letters().await;
         self.first_pending = None;
