@@ -87,7 +87,7 @@ impl ConvexDestination {
                 .into_iter()
                 .map(|(id, doc)| Out::new(at, id, WireChange::upsert(name, id, version, doc)))
                 .collect();
-            self.send_table(at, outs).await?;
+            self.writer.send_table(at, outs).await?;
             if let Some(key) = last_key {
                 jobs::advance(&pool, id, key, read as i64).await?;
                 metrics::counter!("mirror_backfill_rows_total", "table" => name)

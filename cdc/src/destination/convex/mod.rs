@@ -81,8 +81,9 @@ pub struct ConvexDestination {
     tx_version: u64,
     handed: Lsn,
     acked: Lsn,
-    /// Some convex dead letter may be pending (refreshed at every flush).
-    dead_letters_pending: bool,
+    /// What sends, for the flushes in flight too.
+    writer: writes::Writer,
+    in_flight: std::collections::VecDeque<writes::InFlight>,
     /// The daemon's parity check, while this process leads.
     parity: Option<crate::run::AbortOnDrop>,
 }
@@ -112,9 +113,17 @@ impl ConvexDestination {
             metrics::gauge!("mirror_parity_drift", "table" => table).set(0.0);
             metrics::gauge!("mirror_pending_retries", "table" => table).set(0.0);
         }
+        let reader = Arc::new(RowReader::new(pool));
+        let writer = writes::Writer {
+            client: client.clone(),
+            reader: reader.clone(),
+            mirror: mirror.clone(),
+            config: config.clone(),
+            dead_letters: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        };
         Self {
             client,
-            reader: Arc::new(RowReader::new(pool)),
+            reader,
             mirror,
             config,
             pending: IndexMap::new(),
@@ -125,7 +134,8 @@ impl ConvexDestination {
             tx_version: 0,
             handed: Lsn::ZERO,
             acked: Lsn::ZERO,
-            dead_letters_pending: true,
+            writer,
+            in_flight: std::collections::VecDeque::new(),
             parity: None,
         }
     }
@@ -140,7 +150,10 @@ impl ConvexDestination {
     }
 
     fn idle(&self) -> bool {
-        self.pending.is_empty() && self.replay_queue.is_empty() && self.resync_tables.is_empty()
+        self.pending.is_empty()
+            && self.replay_queue.is_empty()
+            && self.resync_tables.is_empty()
+            && self.in_flight.is_empty()
     }
 
     /// After a failure the stream hands everything unacknowledged again.
@@ -149,6 +162,8 @@ impl ConvexDestination {
         self.replay_queue.clear();
         self.resync_tables.clear();
         self.first_pending = None;
+        // Dropped flushes are aborted; what they carried is handed again.
+        self.in_flight.clear();
         self.handed = self.acked;
     }
 }
@@ -158,7 +173,7 @@ impl Destination for ConvexDestination {
         let result = async {
             self.on_event(event).await?;
             if self.due() {
-                self.flush_all().await?;
+                self.flush_start().await?;
                 // Under a steady load the stream is never idle: chunks go between flushes.
                 self.backfill_step().await?;
             }
@@ -218,7 +233,7 @@ impl Destination for ConvexDestination {
     async fn isolate(&mut self, poison: Poison) -> Result<(), DestinationError> {
         let d = poison.dead_letter(Target::Convex);
         crate::postgres::dead_letter::add(self.reader.pool(), &d).await?;
-        self.dead_letters_pending = true;
+        self.writer.dead_letters.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 }

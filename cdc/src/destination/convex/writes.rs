@@ -1,9 +1,39 @@
 //! A flush: everything pending goes out as mirror:apply calls, parents first, deletes
-//! children first; a refused call is bisected down to the changes Convex refuses.
+//! children first; a refused call is bisected down to the changes Convex refuses. A flush the
+//! stream asks for when enough is pending runs in the background while the stream reads on
+//! (at most [`MAX_IN_FLIGHT`] at once: versions make their order irrelevant); what it
+//! carries is acknowledged when it ends.
 
 use super::*;
 use crate::convex::{ConvexError, Outcome, WireChange};
 use futures::{stream, StreamExt};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Flushes on the wire at once (each at most `max_pending_rows` rows: memory stays bounded).
+const MAX_IN_FLIGHT: usize = 2;
+
+/// What sends: cheap to clone into a flush's task.
+#[derive(Clone)]
+pub(super) struct Writer {
+    pub(super) client: Arc<ConvexClient>,
+    pub(super) reader: Arc<RowReader>,
+    pub(super) mirror: Arc<Mirror>,
+    pub(super) config: ConvexConfig,
+    /// Some convex dead letter may be pending (refreshed after every flush).
+    pub(super) dead_letters: Arc<AtomicBool>,
+}
+
+/// A flush in flight: what it acknowledges when it ends.
+pub(super) struct InFlight {
+    upto: Lsn,
+    task: tokio::task::JoinHandle<Result<(), DestinationError>>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
 
 /// A change on its way: its table and row, and the change itself.
 pub(super) struct Out {
@@ -21,11 +51,42 @@ impl Out {
 }
 
 impl ConvexDestination {
-    /// Writes everything pending; afterwards everything handed so far is acknowledged.
+    /// Writes everything pending and waits for every flush in flight: afterwards everything
+    /// handed so far is acknowledged.
     pub(super) async fn flush_all(&mut self) -> Result<(), DestinationError> {
+        self.flush_start().await?;
+        while !self.in_flight.is_empty() {
+            self.await_front().await?;
+        }
+        self.acked = self.acked.max(self.handed);
+        Ok(())
+    }
+
+    /// Acknowledges the flushes that ended, in order.
+    pub(super) async fn collect_acks(&mut self) -> Result<(), DestinationError> {
+        while self.in_flight.front().is_some_and(|f| f.task.is_finished()) {
+            self.await_front().await?;
+        }
+        Ok(())
+    }
+
+    async fn await_front(&mut self) -> Result<(), DestinationError> {
+        let Some(mut f) = self.in_flight.pop_front() else { return Ok(()) };
+        let result = (&mut f.task).await;
+        result.map_err(|e| DestinationError::retry(format!("a flush did not finish: {e}")))??;
+        self.acked = self.acked.max(f.upto);
+        Ok(())
+    }
+
+    /// Starts writing everything pending in the background.
+    pub(super) async fn flush_start(&mut self) -> Result<(), DestinationError> {
+        self.collect_acks().await?;
         let upto = self.handed;
-        if self.idle() {
-            self.acked = self.acked.max(upto);
+        if self.pending.is_empty() && self.replay_queue.is_empty() && self.resync_tables.is_empty()
+        {
+            if self.in_flight.is_empty() {
+                self.acked = self.acked.max(upto);
+            }
             return Ok(());
         }
         self.take_replays().await?;
@@ -69,29 +130,49 @@ impl ConvexDestination {
         }
         // A replayed dead letter resolves when its row is written (`send_table`), not when
         // it is refused again.
-        self.dead_letters_pending |= !replays.is_empty();
-        let groups = upserts.into_iter().enumerate().chain(deletes.into_iter().enumerate().rev());
-        for (i, changes) in groups {
-            if changes.is_empty() {
-                continue;
-            }
-            let at = TableAt(i);
-            let outs = changes
-                .into_iter()
-                .map(|wire| Out::new(at, wire.id.parse().unwrap_or_default(), wire))
-                .collect();
-            self.send_table(at, outs).await?;
+        if !replays.is_empty() {
+            self.writer.dead_letters.store(true, Ordering::Relaxed);
         }
-        self.refresh_dead_letters().await;
+        let groups: Vec<(TableAt, Vec<Out>)> = upserts
+            .into_iter()
+            .enumerate()
+            .chain(deletes.into_iter().enumerate().rev())
+            .filter(|(_, changes)| !changes.is_empty())
+            .map(|(i, changes)| {
+                let at = TableAt(i);
+                let outs = changes
+                    .into_iter()
+                    .map(|wire| Out::new(at, wire.id.parse().unwrap_or_default(), wire))
+                    .collect();
+                (at, outs)
+            })
+            .collect();
         self.first_pending = None;
-        self.acked = self.acked.max(upto);
+        while self.in_flight.len() >= MAX_IN_FLIGHT {
+            self.await_front().await?;
+        }
+        let writer = self.writer.clone();
+        let task = tokio::spawn(async move {
+            for (at, outs) in groups {
+                writer.send_table(at, outs).await?;
+            }
+            writer.refresh_dead_letters().await;
+            Ok(())
+        });
+        self.in_flight.push_back(InFlight { upto, task });
         Ok(())
+    }
+}
+
+impl Writer {
+    fn name(&self, at: TableAt) -> &'static str {
+        self.mirror.tables[at.0].table.name
     }
 
     /// One table's changes in calls of at most `batch_changes` and `batch_bytes`, up to
     /// `concurrency` at once (versions make their order irrelevant).
     pub(super) async fn send_table(
-        &mut self,
+        &self,
         at: TableAt,
         outs: Vec<Out>,
     ) -> Result<(), DestinationError> {
@@ -112,9 +193,8 @@ impl ConvexDestination {
                 c.push(o);
             }
         }
-        let this = &*self;
         let results: Vec<Result<Vec<Out>, DestinationError>> = stream::iter(calls)
-            .map(|call| this.send_bisecting(call))
+            .map(|call| self.send_bisecting(call))
             .buffer_unordered(self.config.concurrency)
             .collect()
             .await;
@@ -122,7 +202,7 @@ impl ConvexDestination {
         for r in results {
             written.extend(r?);
         }
-        if self.dead_letters_pending && !written.is_empty() {
+        if self.dead_letters.load(Ordering::Relaxed) && !written.is_empty() {
             let ids: Vec<Uuid> = written.iter().map(|o| o.id).collect();
             crate::postgres::dead_letter::resolve_rows(
                 self.reader.pool(),
@@ -206,6 +286,20 @@ impl ConvexDestination {
         Ok(())
     }
 
+    async fn refresh_dead_letters(&self) {
+        let pending: Result<i64, _> = sqlx::query_scalar(
+            "SELECT count(*) FROM sync_dead_letter WHERE status = 'pending' AND destination = 'convex'",
+        )
+        .fetch_one(self.reader.pool())
+        .await;
+        if let Ok(n) = pending {
+            metrics::gauge!("mirror_dlq_pending").set(n as f64);
+            self.dead_letters.store(n > 0, Ordering::Relaxed);
+        }
+    }
+}
+
+impl ConvexDestination {
     /// A truncate at `version`: every live document of the table is deleted at it.
     pub(super) async fn truncate(
         &mut self,
@@ -230,7 +324,7 @@ impl ConvexDestination {
                 .map(|id| Out::new(at, id, WireChange::delete(pg, id, version)))
                 .collect();
             n += outs.len();
-            self.send_table(at, outs).await?;
+            self.writer.send_table(at, outs).await?;
             if page.is_done {
                 break;
             }
@@ -279,17 +373,5 @@ impl ConvexDestination {
         crate::backfill::store::request(self.reader.pool(), &jobs, false).await?;
         self.backfill.reload = true;
         Ok(())
-    }
-
-    async fn refresh_dead_letters(&mut self) {
-        let pending: Result<i64, _> = sqlx::query_scalar(
-            "SELECT count(*) FROM sync_dead_letter WHERE status = 'pending' AND destination = 'convex'",
-        )
-        .fetch_one(self.reader.pool())
-        .await;
-        if let Ok(n) = pending {
-            metrics::gauge!("mirror_dlq_pending").set(n as f64);
-            self.dead_letters_pending = n > 0;
-        }
     }
 }
