@@ -61,6 +61,17 @@ pub fn peak_rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system, every thread) process `pid` has used: `/proc/{pid}/stat`
+/// fields 14 and 15, in clock ticks of 1/100 s (Linux's USER_HZ).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces: count fields after its closing paren.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 =
+        after.split_whitespace().skip(11).take(2).filter_map(|v| v.parse::<u64>().ok()).sum();
+    ticks as f64 / 100.0
+}
+
 /// Builds the release `cdc` binary; returns its path.
 /// A database `name` with the demo data, the emulator under Airtable's limits holding the
 /// demo's reference data, and a slot `{prefix}_slot` with publication `{prefix}_pub`. With

@@ -93,6 +93,7 @@ impl<D: Destination> Daemon<D> {
         let replicated = replicated.into();
         // Before anything is measured: metrics recorded without a recorder are lost.
         ops::register_metrics();
+        destination.register_metrics();
         let url = config.postgres.redacted_url();
         let connect = |e: &dyn std::fmt::Display| StartError::Connect {
             url: url.clone(),
@@ -138,6 +139,7 @@ impl<D: Destination> Daemon<D> {
         stream_config.skip_origin = replicated.skip_inbound.then(|| INBOUND_ORIGIN.to_owned());
         // The Airtable client's fence when there is one: the leader lock governs its requests.
         let fence = destination.fence().unwrap_or_default();
+        let handover_gap = destination.handover_gap();
         let mirrors_state = destination.mirrors_state();
         let stream = Stream::new(stream_config, destination);
         let ops = Ops {
@@ -163,7 +165,8 @@ impl<D: Destination> Daemon<D> {
             &config.slot,
             Holder::this_process(ops_addr),
             fence,
-        );
+        )
+        .with_handover_gap(handover_gap);
         Ok(Self {
             stream,
             ops_addr,

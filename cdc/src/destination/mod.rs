@@ -181,6 +181,17 @@ pub trait Destination: Send {
     /// See the contract.
     fn acknowledged(&self) -> Lsn;
 
+    /// Registers, at 0, the metrics this destination records (called once the recorder is
+    /// installed: metrics recorded before it are lost).
+    fn register_metrics(&self) {}
+
+    /// Changes when `acknowledged()` may have advanced outside `handle` and `flush` (writes
+    /// that end in the background), so the stream confirms at once rather than at its next
+    /// event or tick. None: it advances only within them.
+    fn acknowledgements(&self) -> Option<tokio::sync::watch::Receiver<()>> {
+        None
+    }
+
     /// Whether this destination mirrors the tables' state, so rows that exist before the
     /// slot (which never stream) must be copied to it: the daemon then queues backfills when
     /// it creates the slot or the mapping gains a table or column, and the destination runs
@@ -200,6 +211,13 @@ pub trait Destination: Send {
     /// leadership governs it; None for destinations that send nowhere.
     fn fence(&self) -> Option<std::sync::Arc<crate::leadership::Fence>> {
         None
+    }
+
+    /// How long a new leader sends nothing after a clean handover: the destination's rate
+    /// window, in which the predecessor's last requests still count. Zero where requests are
+    /// not limited per window (a clean predecessor's requests have all ended).
+    fn handover_gap(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
     }
 
     /// Records a change the stream isolated (see [`Poison`]) durably, so it can be looked at

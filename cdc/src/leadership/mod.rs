@@ -9,7 +9,7 @@
 //! it; a leader sends only within `2 × check` of its last good lock check, and checks its
 //! epoch before each flush; a successor of a leader that did not step down cleanly sends
 //! nothing for `lease` (> 2 × check), so a leader cut off from Postgres has stopped first;
-//! after a clean handover it waits one rate window ([`HANDOVER_GAP`]).
+//! after a clean handover it waits the destination's rate window (Airtable: [`HANDOVER_GAP`]).
 
 pub mod fence;
 pub mod lock;
@@ -23,8 +23,8 @@ use schema::postgres::ConfigError;
 use std::{sync::Arc, time::Duration};
 use tokio::{sync::watch, time::Instant};
 
-/// A successor sends nothing for this long even after a clean handover: Airtable limits
-/// requests per base per second, and the predecessor's last second still counts.
+/// An Airtable successor sends nothing for this long even after a clean handover: Airtable
+/// limits requests per base per second, and the predecessor's last second still counts.
 pub const HANDOVER_GAP: Duration = Duration::from_millis(1100);
 
 /// Leadership timing, from the environment.
@@ -91,6 +91,9 @@ pub struct Leadership {
     slot: String,
     me: Holder,
     fence: Arc<Fence>,
+    /// How long a new leader sends nothing after a clean handover (the destination's
+    /// rate window: `Destination::handover_gap`).
+    handover_gap: Duration,
 }
 
 impl Leadership {
@@ -102,7 +105,12 @@ impl Leadership {
         me: Holder,
         fence: Arc<Fence>,
     ) -> Self {
-        Self { config, conn, app: app.to_owned(), slot: slot.to_owned(), me, fence }
+        let (app, slot) = (app.to_owned(), slot.to_owned());
+        Self { config, conn, app, slot, me, fence, handover_gap: HANDOVER_GAP }
+    }
+
+    pub fn with_handover_gap(self, handover_gap: Duration) -> Self {
+        Self { handover_gap, ..self }
     }
 
     pub fn fence(&self) -> &Arc<Fence> {
@@ -176,8 +184,8 @@ impl Leadership {
         let now = Instant::now();
         let wait = match takeover.previous_clean {
             None => Duration::ZERO,
-            Some(true) => HANDOVER_GAP,
-            Some(false) => self.config.lease.max(HANDOVER_GAP),
+            Some(true) => self.handover_gap,
+            Some(false) => self.config.lease.max(self.handover_gap),
         }
         .max(takeover.penalty_left);
         metrics::counter!("cdc_leader_takeovers_total").increment(1);

@@ -363,6 +363,10 @@ impl Destination for AirtableDestination {
         Some(self.client.fence().clone())
     }
 
+    fn handover_gap(&self) -> std::time::Duration {
+        crate::leadership::HANDOVER_GAP
+    }
+
     /// An isolated change becomes one outbound dead letter (`ISOLATED_CHANGE`) of its table
     /// and row, where known; `cdc dlq replay` re-sends the row's current state.
     async fn isolate(&mut self, poison: Poison) -> Result<(), DestinationError> {

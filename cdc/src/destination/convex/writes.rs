@@ -21,12 +21,23 @@ pub(super) struct Writer {
     pub(super) config: ConvexConfig,
     /// Some convex dead letter may be pending (refreshed after every flush).
     pub(super) dead_letters: Arc<AtomicBool>,
+    /// Raised when a flush in flight was written (`Destination::acknowledgements`).
+    pub(super) written: Arc<tokio::sync::watch::Sender<()>>,
 }
 
 /// A flush in flight: what it acknowledges when it ends.
 pub(super) struct InFlight {
     upto: Lsn,
+    /// Set when every call of it succeeded: the stream may confirm `upto` before the next
+    /// flush collects it (a quiet stream would otherwise wait for its idle flush).
+    written: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<Result<(), DestinationError>>,
+}
+
+impl InFlight {
+    pub(super) fn written_upto(&self) -> Option<Lsn> {
+        self.written.load(Ordering::Acquire).then_some(self.upto)
+    }
 }
 
 impl Drop for InFlight {
@@ -152,14 +163,22 @@ impl ConvexDestination {
             self.await_front().await?;
         }
         let writer = self.writer.clone();
+        let rows: usize = groups.iter().map(|(_, outs)| outs.len()).sum();
+        tracing::debug!(rows, in_flight = self.in_flight.len(), upto = %upto, "flush started");
+        let written = Arc::new(AtomicBool::new(false));
+        let done = written.clone();
         let task = tokio::spawn(async move {
+            let started = Instant::now();
             for (at, outs) in groups {
                 writer.send_table(at, outs).await?;
             }
             writer.refresh_dead_letters().await;
+            done.store(true, Ordering::Release);
+            writer.written.send_replace(());
+            tracing::debug!(rows, upto = %upto, ms = started.elapsed().as_millis() as u64, "flush ended");
             Ok(())
         });
-        self.in_flight.push_back(InFlight { upto, task });
+        self.in_flight.push_back(InFlight { upto, written, task });
         Ok(())
     }
 }

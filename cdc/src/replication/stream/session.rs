@@ -47,6 +47,15 @@ impl Failure {
     }
 }
 
+/// Waits for the destination's acknowledgements to change; true when it dropped their
+/// sender (never, without one).
+async fn acknowledged(acks: &mut Option<watch::Receiver<()>>) -> bool {
+    match acks {
+        Some(rx) => rx.changed().await.is_err(),
+        None => std::future::pending().await,
+    }
+}
+
 /// Handed but not yet acknowledged: (position, commit time, when handed).
 pub(super) type Unacknowledged = VecDeque<(Lsn, DateTime<Utc>, Instant)>;
 
@@ -67,6 +76,7 @@ impl<D: Destination> Stream<D> {
         let mut idle = tokio::time::interval(self.config.idle_flush);
         idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_event = Instant::now();
+        let mut acks = self.destination.acknowledgements();
 
         let end = loop {
             tokio::select! {
@@ -89,6 +99,12 @@ impl<D: Destination> Stream<D> {
                     };
                     if let Err(f) = self.on_event(ev, &mut s).await {
                         break SessionEnd::Failed(f);
+                    }
+                }
+                gone = acknowledged(&mut acks) => {
+                    // Confirmed below, like after any event.
+                    if gone {
+                        acks = None;
                     }
                 }
                 _ = idle.tick() => {
