@@ -1,7 +1,7 @@
 //! The monitoring against the real processes: every metric an alert rule or a dashboard
-//! panel reads is exported by the `api` and `cdc` binaries (read from their live /metrics),
-//! and a real Prometheus scrapes them, evaluates the rules without error, and fires CdcDown
-//! when the daemon is killed.
+//! panel reads is exported by the `api` and `cdc` binaries (read from their live /metrics:
+//! the API, the Airtable daemon, the Convex mirror's daemon), and a real Prometheus scrapes
+//! them, evaluates the rules without error, and fires CdcDown when the daemon is killed.
 
 use super::outbound::setup;
 use airtable_emulator::RateLimits;
@@ -24,7 +24,8 @@ fn docker(path: &str) -> std::path::PathBuf {
 /// The metric names an expression reads (ours carry one of these prefixes; `up` is
 /// Prometheus's own).
 fn metric_names(expr: &str, into: &mut BTreeSet<String>) {
-    const OURS: [&str; 7] = ["cdc_", "sync_", "airtable_", "inbound_", "api_", "http_", "db_"];
+    const OURS: [&str; 8] =
+        ["cdc_", "sync_", "airtable_", "inbound_", "api_", "http_", "db_", "mirror_"];
     for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
         if OURS.iter().any(|p| word.starts_with(p)) {
             into.insert(word.to_owned());
@@ -70,7 +71,7 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
 
 /// A real Prometheus scraping the two processes every second, with the production rules;
 /// `for:` is shortened to 2 s (the promtool unit tests hold the real durations).
-fn prometheus(dir: &Path, port: u16, api: u16, cdc: u16) -> Child {
+fn prometheus(dir: &Path, port: u16, api: u16, cdc: u16, mirror: u16) -> Child {
     let rules = std::fs::read_to_string(docker("prometheus/alerts.yml")).expect("rules");
     let rules: String = rules
         .lines()
@@ -85,7 +86,8 @@ fn prometheus(dir: &Path, port: u16, api: u16, cdc: u16) -> Child {
          rule_files: [{rules}]\n\
          scrape_configs:\n\
          \x20 - {{ job_name: api, static_configs: [{{ targets: ['127.0.0.1:{api}'] }}] }}\n\
-         \x20 - {{ job_name: cdc, static_configs: [{{ targets: ['127.0.0.1:{cdc}'] }}] }}\n",
+         \x20 - {{ job_name: cdc, static_configs: [{{ targets: ['127.0.0.1:{cdc}'] }}] }}\n\
+         \x20 - {{ job_name: cdc-convex, static_configs: [{{ targets: ['127.0.0.1:{mirror}'] }}] }}\n",
         rules = dir.join("alerts.yml").display()
     );
     std::fs::write(dir.join("prometheus.yml"), config).expect("write config");
@@ -107,7 +109,8 @@ async fn every_monitored_metric_is_exported_and_prometheus_fires_cdc_down() {
     let db = test_db().await;
     let e = emulator(schema_for(&mapping(), |_| {}), RateLimits::off()).await;
     let (slot, publication) = setup(&db, &e).await;
-    let (cdc_port, api_port, prom_port) = (free_port(), free_port(), free_port());
+    let (cdc_port, api_port, prom_port, mirror_port) =
+        (free_port(), free_port(), free_port(), free_port());
     let mut cdc = Command::from({
         let mut c = testkit::airtable::cdc_run(
             &cargo_bin("cdc"),
@@ -137,13 +140,28 @@ async fn every_monitored_metric_is_exported_and_prometheus_fires_cdc_down() {
         .kill_on_drop(true)
         .spawn()
         .expect("api");
+    // The Convex mirror's daemon, on its own slot.
+    let convex = testkit::convex::emulator(&testkit::convex::mirror(), false).await;
+    let mirror_slot = format!("{slot}_mirror");
+    let _mirror = Command::from(testkit::convex::convex_run(
+        &cargo_bin("cdc"),
+        &db.url(),
+        &mirror_slot,
+        mirror_port,
+        &convex,
+    ))
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .kill_on_drop(true)
+    .spawn()
+    .expect("cdc run --destination convex");
     let http = reqwest::Client::new();
-    let (cdc_metrics, api_metrics) = (
-        format!("http://127.0.0.1:{cdc_port}/metrics"),
-        format!("http://127.0.0.1:{api_port}/metrics"),
-    );
-    wait_until(LIMIT, "both processes serve /metrics", || async {
-        http.get(&cdc_metrics).send().await.is_ok() && http.get(&api_metrics).send().await.is_ok()
+    let [cdc_metrics, api_metrics, mirror_metrics] =
+        [cdc_port, api_port, mirror_port].map(|p| format!("http://127.0.0.1:{p}/metrics"));
+    wait_until(LIMIT, "the three processes serve /metrics", || async {
+        http.get(&cdc_metrics).send().await.is_ok()
+            && http.get(&api_metrics).send().await.is_ok()
+            && http.get(&mirror_metrics).send().await.is_ok()
     })
     .await;
 
@@ -164,6 +182,7 @@ async fn every_monitored_metric_is_exported_and_prometheus_fires_cdc_down() {
     until_ok(LIMIT, "every monitored metric is exported", || async {
         let mut have = exported(&metrics_text(&http, &cdc_metrics).await);
         have.extend(exported(&metrics_text(&http, &api_metrics).await));
+        have.extend(exported(&metrics_text(&http, &mirror_metrics).await));
         let missing: Vec<_> = wanted.difference(&have).collect();
         if missing.is_empty() {
             Ok(())
@@ -175,12 +194,12 @@ async fn every_monitored_metric_is_exported_and_prometheus_fires_cdc_down() {
 
     // A real Prometheus: both targets up, every rule evaluates without error.
     let dir = tempfile::tempdir().expect("tempdir");
-    let _prom = prometheus(dir.path(), prom_port, api_port, cdc_port);
+    let _prom = prometheus(dir.path(), prom_port, api_port, cdc_port, mirror_port);
     let prom = format!("http://127.0.0.1:{prom_port}/api/v1");
-    wait_until(LIMIT, "Prometheus scrapes both targets", || async {
+    wait_until(LIMIT, "Prometheus scrapes the three targets", || async {
         get_json(&http, &format!("{prom}/targets")).await.is_some_and(|t| {
             let active = t["data"]["activeTargets"].as_array().cloned().unwrap_or_default();
-            active.len() == 2 && active.iter().all(|t| t["health"] == "up")
+            active.len() == 3 && active.iter().all(|t| t["health"] == "up")
         })
     })
     .await;

@@ -148,11 +148,11 @@ impl Store {
             .await
     }
 
-    /// Pending dead letters: (all, outbound).
+    /// Pending Airtable dead letters (the mirror's are its daemon's): (all, outbound).
     pub async fn pending_dead_letters(&self) -> sqlx::Result<(i64, i64)> {
         sqlx::query_as(
-            "SELECT count(*), count(*) FILTER (WHERE direction = 'outbound' AND destination = 'airtable')
-               FROM sync_dead_letter WHERE status = 'pending'",
+            "SELECT count(*), count(*) FILTER (WHERE direction = 'outbound')
+               FROM sync_dead_letter WHERE status = 'pending' AND destination = 'airtable'",
         )
         .fetch_one(&self.pool)
         .await

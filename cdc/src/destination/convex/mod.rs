@@ -91,28 +91,6 @@ pub struct ConvexDestination {
 impl ConvexDestination {
     pub fn new(client: Arc<ConvexClient>, mirror: Arc<Mirror>, pool: sqlx::PgPool) -> Self {
         let config = client.config().clone();
-        for name in ["mirror_coalesced_changes_total", "mirror_parity_checks_total"] {
-            metrics::counter!(name).absolute(0);
-        }
-        metrics::gauge!("mirror_dlq_pending").set(0.0);
-        metrics::gauge!("mirror_backfill_jobs_open").set(0.0);
-        for function in ["mirror:apply", "mirror:snapshot"] {
-            for result in ["success", "refused", "unauthorized", "retry"] {
-                metrics::counter!("mirror_calls_total", "function" => function, "result" => result)
-                    .absolute(0);
-            }
-        }
-        for t in &mirror.tables {
-            let table = t.table.name;
-            for outcome in ["applied", "stale", "failed"] {
-                metrics::counter!("mirror_writes_total", "table" => table, "outcome" => outcome)
-                    .absolute(0);
-            }
-            metrics::counter!("mirror_dead_letters_total", "table" => table).absolute(0);
-            metrics::counter!("mirror_backfill_rows_total", "table" => table).absolute(0);
-            metrics::gauge!("mirror_parity_drift", "table" => table).set(0.0);
-            metrics::gauge!("mirror_pending_retries", "table" => table).set(0.0);
-        }
         let reader = Arc::new(RowReader::new(pool));
         let writer = writes::Writer {
             client: client.clone(),
@@ -120,6 +98,7 @@ impl ConvexDestination {
             mirror: mirror.clone(),
             config: config.clone(),
             dead_letters: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            written: Arc::new(tokio::sync::watch::Sender::new(())),
         };
         Self {
             client,
@@ -162,7 +141,9 @@ impl ConvexDestination {
         self.replay_queue.clear();
         self.resync_tables.clear();
         self.first_pending = None;
-        // Dropped flushes are aborted; what they carried is handed again.
+        // Unfinished flushes are aborted (what they carried is handed again); what the
+        // written ones carried stays acknowledged.
+        self.acked = Destination::acknowledged(self);
         self.in_flight.clear();
         self.handed = self.acked;
     }
@@ -198,8 +179,38 @@ impl Destination for ConvexDestination {
         result
     }
 
+    /// With the flushes in flight that were written, in order.
     fn acknowledged(&self) -> Lsn {
-        self.acked
+        self.in_flight.iter().map_while(writes::InFlight::written_upto).fold(self.acked, Lsn::max)
+    }
+
+    fn register_metrics(&self) {
+        for name in ["mirror_coalesced_changes_total", "mirror_parity_checks_total"] {
+            metrics::counter!(name).absolute(0);
+        }
+        metrics::gauge!("mirror_dlq_pending").set(0.0);
+        metrics::gauge!("mirror_backfill_jobs_open").set(0.0);
+        for function in ["mirror:apply", "mirror:snapshot"] {
+            for result in ["success", "refused", "unauthorized", "retry"] {
+                metrics::counter!("mirror_calls_total", "function" => function, "result" => result)
+                    .absolute(0);
+            }
+        }
+        for t in &self.mirror.tables {
+            let table = t.table.name;
+            for outcome in ["applied", "stale", "failed"] {
+                metrics::counter!("mirror_writes_total", "table" => table, "outcome" => outcome)
+                    .absolute(0);
+            }
+            metrics::counter!("mirror_dead_letters_total", "table" => table).absolute(0);
+            metrics::counter!("mirror_backfill_rows_total", "table" => table).absolute(0);
+            metrics::gauge!("mirror_parity_drift", "table" => table).set(0.0);
+            metrics::gauge!("mirror_pending_retries", "table" => table).set(0.0);
+        }
+    }
+
+    fn acknowledgements(&self) -> Option<tokio::sync::watch::Receiver<()>> {
+        Some(self.writer.written.subscribe())
     }
 
     fn mirrors_state(&self) -> bool {
