@@ -18,12 +18,9 @@ use std::{
 use testkit::{
     cdc::{confirmed_past, current_wal_lsn, free_port},
     convex::{emulator, mirror},
-    Cluster, ClusterOptions,
+    Cluster,
 };
 
-const DEMO: &str = include_str!("../tests/stack/demo.sql");
-const USER: &str = "00000000-0000-4000-8000-000000000701";
-const HABIT: &str = "00000000-0000-4000-8000-000000000403";
 const LIVE: usize = 100_000;
 const BACKLOG: usize = 200_000;
 
@@ -35,32 +32,9 @@ struct Env {
 impl Env {
     async fn fresh(&mut self) -> (String, sqlx::PgPool, String) {
         self.n += 1;
-        let db = format!("convex{}", self.n);
-        let admin = sqlx::PgPool::connect(&self.cluster.url("postgres")).await.expect("admin");
-        sqlx::query(&format!("CREATE DATABASE {db}")).execute(&admin).await.expect("db");
-        admin.close().await;
-        let url = self.cluster.url(&db);
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(4)
-            .connect(&url)
-            .await
-            .expect("pool");
-        schema::postgres::migrate::run(&pool).await.expect("migrate");
-        sqlx::raw_sql(DEMO).execute(&pool).await.expect("demo");
+        let (url, pool) =
+            benches::demo_database(&self.cluster, &format!("convex{}", self.n), 4).await;
         (url, pool, format!("bench_convex_{}", self.n))
-    }
-}
-
-async fn insert(pool: &sqlx::PgPool, n: usize, per_tx: usize, day0: usize) {
-    for start in (0..n).step_by(per_tx) {
-        let end = (start + per_tx).min(n);
-        sqlx::query(&format!(
-            "INSERT INTO habit_usage (user_id, method_id, date) SELECT '{USER}', '{HABIT}', DATE '2040-01-01' + g FROM generate_series({}, {}) g",
-            day0 + start, day0 + end - 1
-        ))
-        .execute(pool)
-        .await
-        .expect("insert");
     }
 }
 
@@ -155,7 +129,7 @@ async fn backlog(env: &mut Env, bin: &std::path::Path, destination: &str) -> Bac
     let lsn = current_wal_lsn(&pool).await;
     drain(&pool, &slot, &lsn, child.id(), Duration::from_secs(120)).await;
     stop(child);
-    insert(&pool, LIVE, 500, 0).await;
+    benches::insert_habit_days(&pool, LIVE, 500, 0).await;
     let lsn = current_wal_lsn(&pool).await;
     let before = e.admin().stats();
     let started = Instant::now();
@@ -193,15 +167,7 @@ async fn backlog(env: &mut Env, bin: &std::path::Path, destination: &str) -> Bac
 #[tokio::main]
 async fn main() {
     let bin = benches::release_cdc();
-    let cluster = tokio::task::spawn_blocking(|| {
-        Cluster::start(ClusterOptions {
-            settings: vec![("max_wal_size".into(), "8GB".into())],
-            ..ClusterOptions::default()
-        })
-    })
-    .await
-    .expect("join")
-    .expect("cluster");
+    let cluster = benches::cluster(&[("max_wal_size", "8GB")]).await;
     let mut env = Env { cluster, n: 0 };
     let mut rows = Vec::new();
 
@@ -249,7 +215,7 @@ async fn main() {
 
     if benches::part(2) {
         let (url, pool, slot) = env.fresh().await;
-        insert(&pool, BACKLOG, 50_000, 100_000).await;
+        benches::insert_habit_days(&pool, BACKLOG, 50_000, 100_000).await;
         let e = emulator(&mirror(), false).await;
         let started = Instant::now();
         let child = spawn(&bin, &url, &slot, "convex", &e);

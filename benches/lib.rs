@@ -26,15 +26,11 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-/// A throwaway cluster with `settings` and a fresh database `name` on it; returns both and the
-/// database's URL.
-pub async fn cluster_with_database(
-    settings: &[(&str, &str)],
-    name: &str,
-) -> (testkit::Cluster, String) {
+/// A throwaway cluster with `settings`.
+pub async fn cluster(settings: &[(&str, &str)]) -> testkit::Cluster {
     let settings: Vec<(String, String)> =
         settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-    let cluster = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         testkit::Cluster::start(testkit::ClusterOptions {
             settings,
             ..testkit::ClusterOptions::default()
@@ -42,7 +38,16 @@ pub async fn cluster_with_database(
     })
     .await
     .expect("join")
-    .expect("cluster");
+    .expect("cluster")
+}
+
+/// A throwaway cluster with `settings` and a fresh database `name` on it; returns both and the
+/// database's URL.
+pub async fn cluster_with_database(
+    settings: &[(&str, &str)],
+    name: &str,
+) -> (testkit::Cluster, String) {
+    let cluster = cluster(settings).await;
     let admin = sqlx::PgPool::connect(&cluster.url("postgres")).await.expect("admin");
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("database");
     admin.close().await;
@@ -107,6 +112,45 @@ pub async fn demo_stack(
     let tables: Vec<&str> = tables.iter().map(String::as_str).collect();
     testkit::cdc::prepare(&url, &format!("{prefix}_pub"), &tables, &format!("{prefix}_slot")).await;
     (cluster, url, pool, e)
+}
+
+/// A fresh database `name` on `cluster`, migrated, with the demo data; its URL and a pool of
+/// `connections`.
+pub async fn demo_database(
+    cluster: &testkit::Cluster,
+    name: &str,
+    connections: u32,
+) -> (String, sqlx::PgPool) {
+    let admin = sqlx::PgPool::connect(&cluster.url("postgres")).await.expect("admin");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("database");
+    admin.close().await;
+    let url = cluster.url(name);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(connections)
+        .connect(&url)
+        .await
+        .expect("pool");
+    schema::postgres::migrate::run(&pool).await.expect("migrate");
+    sqlx::raw_sql(include_str!("../tests/stack/demo.sql")).execute(&pool).await.expect("demo");
+    (url, pool)
+}
+
+/// The demo's user and one of its habits.
+pub const DEMO_USER: &str = "00000000-0000-4000-8000-000000000701";
+pub const DEMO_HABIT: &str = "00000000-0000-4000-8000-000000000403";
+
+/// `n` habit days of the demo user (days `day0`.. from 2040-01-01), `per_tx` a transaction.
+pub async fn insert_habit_days(pool: &sqlx::PgPool, n: usize, per_tx: usize, day0: usize) {
+    for start in (0..n).step_by(per_tx) {
+        let end = (start + per_tx).min(n);
+        sqlx::query(&format!(
+            "INSERT INTO habit_usage (user_id, method_id, date) SELECT '{DEMO_USER}', '{DEMO_HABIT}', DATE '2040-01-01' + g FROM generate_series({}, {}) g",
+            day0 + start, day0 + end - 1
+        ))
+        .execute(pool)
+        .await
+        .expect("insert");
+    }
 }
 
 pub fn release_cdc() -> std::path::PathBuf {

@@ -20,12 +20,10 @@ use testkit::{
         airtable_config, emulator, mapping, mirror_reference_data, schema_for, start_sync, BASE,
     },
     cdc::prepare,
-    Cluster, ClusterOptions,
+    Cluster,
 };
 
-const DEMO: &str = include_str!("../tests/stack/demo.sql");
-const USER: &str = "00000000-0000-4000-8000-000000000701";
-const HABIT: &str = "00000000-0000-4000-8000-000000000403";
+use benches::DEMO_USER as USER;
 const METHOD: &str = "00000000-0000-4000-8000-000000000401";
 
 /// 100 method usage rows whose remark the hot-row benches rewrite.
@@ -63,18 +61,8 @@ impl Env {
         limits: RateLimits,
     ) -> (String, sqlx::PgPool, Emulator, String, String) {
         self.n += 1;
-        let db = format!("bench{}", self.n);
-        let admin = sqlx::PgPool::connect(&self.cluster.url("postgres")).await.expect("admin");
-        sqlx::query(&format!("CREATE DATABASE {db}")).execute(&admin).await.expect("db");
-        admin.close().await;
-        let url = self.cluster.url(&db);
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(8)
-            .connect(&url)
-            .await
-            .expect("pool");
-        schema::postgres::migrate::run(&pool).await.expect("migrate");
-        sqlx::raw_sql(DEMO).execute(&pool).await.expect("demo");
+        let (url, pool) =
+            benches::demo_database(&self.cluster, &format!("bench{}", self.n), 8).await;
         let e = emulator(schema_for(&mapping(), |_| {}), limits).await;
         mirror_reference_data(&e, BASE, &pool, &mapping()).await;
         let slot = format!("bench_slot_{}", self.n);
@@ -100,30 +88,9 @@ async fn wait_records(e: &Emulator, table: &str, n: usize, limit: Duration) -> D
     started.elapsed()
 }
 
-async fn insert_habits(pool: &sqlx::PgPool, n: usize, per_tx: usize, day0: usize) {
-    for start in (0..n).step_by(per_tx) {
-        let end = (start + per_tx).min(n);
-        sqlx::query(&format!(
-            "INSERT INTO habit_usage (user_id, method_id, date) SELECT '{USER}', '{HABIT}', DATE '2040-01-01' + g FROM generate_series({}, {}) g",
-            day0 + start, day0 + end - 1
-        ))
-        .execute(pool)
-        .await
-        .expect("insert");
-    }
-}
-
 #[tokio::main]
 async fn main() {
-    let cluster = tokio::task::spawn_blocking(|| {
-        Cluster::start(ClusterOptions {
-            settings: vec![("max_wal_size".into(), "8GB".into())],
-            ..ClusterOptions::default()
-        })
-    })
-    .await
-    .expect("join")
-    .expect("cluster");
+    let cluster = benches::cluster(&[("max_wal_size", "8GB")]).await;
     let mut env = Env { cluster, n: 0 };
     let mut rows = Vec::new();
 
@@ -132,7 +99,7 @@ async fn main() {
         let (url, pool, e, slot, publication) = env.fresh(RateLimits::off()).await;
         let sync = start_sync(&url, &slot, &publication, airtable_config(&e), mapping()).await;
         e.admin().reset_stats();
-        insert_habits(&pool, 10_000, 500, 0).await;
+        benches::insert_habit_days(&pool, 10_000, 500, 0).await;
         let t = wait_records(&e, "Habit usage", 10_000, Duration::from_secs(300)).await;
         let requests = e.admin().stats().total_requests as f64;
         rows.push(vec![
@@ -182,7 +149,7 @@ async fn main() {
     // 3. Default limits (5 requests/s per base) with a backlog.
     if benches::part(3) {
         let (url, pool, e, slot, publication) = env.fresh(RateLimits::default()).await;
-        insert_habits(&pool, 1_000, 1_000, 0).await;
+        benches::insert_habit_days(&pool, 1_000, 1_000, 0).await;
         let mut config = airtable_config(&e);
         config.base_rps = 5;
         config.token_rps = 50;
@@ -289,7 +256,7 @@ async fn main() {
         let bin = benches::release_cdc();
         let (url, pool, e, slot, publication) = env.fresh(RateLimits::off()).await;
         for chunk in 0..10 {
-            insert_habits(&pool, 100_000, 100_000, chunk * 100_000).await;
+            benches::insert_habit_days(&pool, 100_000, 100_000, chunk * 100_000).await;
         }
         let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("bind")

@@ -91,6 +91,17 @@ pub async fn request(pool: &PgPool, jobs: &[NewJob], notify: bool) -> sqlx::Resu
     Ok(ids)
 }
 
+/// Whole-table copies to `target` an outbox resync asked for, queued in one transaction.
+pub async fn request_whole<T: Into<String>>(
+    pool: &PgPool,
+    target: crate::destination::Target,
+    tables: impl IntoIterator<Item = T>,
+) -> sqlx::Result<Vec<JobId>> {
+    let jobs: Vec<NewJob> =
+        tables.into_iter().map(|t| NewJob::whole(t, Reason::Requested).to(target)).collect();
+    request(pool, &jobs, false).await
+}
+
 /// `destination`'s pending and running jobs, oldest first.
 pub async fn open(
     pool: &PgPool,
@@ -143,6 +154,17 @@ pub async fn start(pool: &PgPool, job: &Job) -> sqlx::Result<i64> {
     .execute(pool)
     .await?;
     Ok(total)
+}
+
+/// Starts `job` if it is still pending (its state and row estimate updated in place).
+pub async fn start_pending(pool: &PgPool, job: &mut Job) -> sqlx::Result<()> {
+    if job.state == JobState::Pending {
+        let total = start(pool, job).await?;
+        job.state = JobState::Running;
+        job.rows_total.get_or_insert(total);
+        tracing::info!(job = %job.id, table = %job.table, rows = total, "backfill started");
+    }
+    Ok(())
 }
 
 /// A chunk is in Airtable: every row up to `last_key` is done.

@@ -224,12 +224,7 @@ impl AirtableDestination {
                 self.backfill.jobs.as_mut().map(VecDeque::pop_front);
                 continue;
             };
-            if job.state == JobState::Pending {
-                let total = jobs::start(&pool, job).await?;
-                job.state = JobState::Running;
-                job.rows_total.get_or_insert(total);
-                tracing::info!(job = %job.id, table = %job.table, rows = total, "backfill started");
-            }
+            jobs::start_pending(&pool, job).await?;
             publish(job);
             let (id, table, predicate, after, columns, reconcile) = (
                 job.id,

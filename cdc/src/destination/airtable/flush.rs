@@ -113,16 +113,13 @@ impl AirtableDestination {
         if tables.is_empty() {
             return Ok(());
         }
-        let jobs: Vec<_> = tables
-            .into_iter()
-            .map(|ti| {
-                crate::backfill::NewJob::whole(
-                    self.mapped(ti).table.name,
-                    crate::backfill::Reason::Requested,
-                )
-            })
-            .collect();
-        crate::backfill::store::request(self.store.pool(), &jobs, false).await?;
+        let names = tables.into_iter().map(|ti| self.mapped(ti).table.name);
+        crate::backfill::store::request_whole(
+            self.store.pool(),
+            crate::destination::Target::Airtable,
+            names,
+        )
+        .await?;
         self.backfill.reload = true;
         Ok(())
     }

@@ -66,12 +66,7 @@ impl ConvexDestination {
                 self.backfill.jobs.as_mut().map(VecDeque::pop_front);
                 continue;
             };
-            if job.state == JobState::Pending {
-                let total = jobs::start(&pool, job).await?;
-                job.state = JobState::Running;
-                job.rows_total.get_or_insert(total);
-                tracing::info!(job = %job.id, table = %job.table, rows = total, "backfill started");
-            }
+            jobs::start_pending(&pool, job).await?;
             let (id, predicate, after) = (job.id, job.predicate.clone(), job.last_key);
             let t = &self.mirror.tables[at.0];
             let limit = self.config.backfill_chunk;

@@ -382,14 +382,7 @@ impl ConvexDestination {
         if tables.is_empty() {
             return Ok(());
         }
-        let jobs: Vec<_> = tables
-            .into_iter()
-            .map(|t| {
-                crate::backfill::NewJob::whole(t, crate::backfill::Reason::Requested)
-                    .to(Target::Convex)
-            })
-            .collect();
-        crate::backfill::store::request(self.reader.pool(), &jobs, false).await?;
+        crate::backfill::store::request_whole(self.reader.pool(), Target::Convex, tables).await?;
         self.backfill.reload = true;
         Ok(())
     }
