@@ -44,7 +44,13 @@ impl Application {
         let access = Access::start(pool.clone()).await.map(Arc::new).map_err(|e| {
             StartError::Connect { url: config.postgres.redacted_url(), source: e.into() }
         })?;
-        let state = AppState { pool, auth: config.auth.clone(), pipeline, read_through, access };
+        let state = AppState::new(crate::state::Parts {
+            pool,
+            auth: config.auth.clone(),
+            pipeline,
+            read_through,
+            access,
+        });
         let router = middleware::wrap(routes::router(state), &config);
         Ok(Self { listener, router })
     }

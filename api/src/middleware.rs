@@ -9,7 +9,12 @@ use axum::{
     response::Response,
     Router,
 };
-use std::time::{Duration, Instant};
+use metrics::{Counter, Histogram};
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
 use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
@@ -30,7 +35,7 @@ pub fn wrap(router: Router, config: &Config) -> Router {
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, REQUEST_ID])
         .expose_headers([REQUEST_ID])
         .max_age(Duration::from_secs(600));
-    router.layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes)).layer(middleware::from_fn(record_metrics)).layer(
+    router.layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes)).layer(middleware::from_fn_with_state(RouteMetrics::default(), record_metrics)).layer(
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
             .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -48,18 +53,77 @@ pub fn wrap(router: Router, config: &Config) -> Router {
 }
 
 /// Requests and latency by route (the matched template, not the raw path), method, status.
-async fn record_metrics(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+async fn record_metrics(
+    axum::extract::State(series): axum::extract::State<RouteMetrics>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = method_label(req.method());
     let started = Instant::now();
     let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status).increment(1);
-    metrics::histogram!("http_request_duration_seconds", "route" => route, "method" => method)
-        .record(started.elapsed().as_secs_f64());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    series.record(route, method, response.status(), started.elapsed().as_secs_f64());
     response
+}
+
+/// A method as a label: the standard ones by name, any other as "other" (a client's
+/// made-up methods must not grow the series without bound).
+fn method_label(m: &Method) -> &'static str {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PATCH,
+        Method::PUT,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    const NAMES: [&str; 9] =
+        ["GET", "POST", "PATCH", "PUT", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE"];
+    KNOWN.iter().position(|k| k == m).map_or("other", |i| NAMES[i])
+}
+
+/// The handles of each (route, method, status) seen, so a request neither builds metric keys
+/// (labels allocated and hashed) nor looks them up in the registry. Bounded: routes are the
+/// router's templates, methods the standard ones, statuses three digits.
+#[derive(Clone, Default)]
+struct RouteMetrics(Arc<RwLock<HashMap<String, Vec<Series>>>>);
+
+struct Series {
+    method: &'static str,
+    status: StatusCode,
+    requests: Counter,
+    duration: Histogram,
+}
+
+impl RouteMetrics {
+    fn record(&self, route: &str, method: &'static str, status: StatusCode, seconds: f64) {
+        let seen = |s: &&Series| s.method == method && s.status == status;
+        if let Ok(map) = self.0.read() {
+            if let Some(s) = map.get(route).and_then(|v| v.iter().find(seen)) {
+                s.requests.increment(1);
+                s.duration.record(seconds);
+                return;
+            }
+        }
+        let route_label = route.to_owned();
+        let s = Series {
+            method,
+            status,
+            requests: metrics::counter!("http_requests_total", "route" => route_label.clone(), "method" => method, "status" => status.as_u16().to_string()),
+            duration: metrics::histogram!("http_request_duration_seconds", "route" => route_label, "method" => method),
+        };
+        s.requests.increment(1);
+        s.duration.record(seconds);
+        if let Ok(mut map) = self.0.write() {
+            let v = map.entry(route.to_owned()).or_default();
+            // Another request may have added it meanwhile.
+            if !v.iter().any(|s| s.method == method && s.status == status) {
+                v.push(s);
+            }
+        }
+    }
 }
