@@ -127,3 +127,31 @@ impl RouteMetrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_methods_are_named_and_any_other_is_other() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::DELETE), "DELETE");
+        assert_eq!(method_label(&Method::TRACE), "TRACE");
+        let made_up = Method::from_bytes(b"BREW").expect("method");
+        assert_eq!(method_label(&made_up), "other");
+    }
+
+    #[test]
+    fn a_series_is_kept_once_however_often_it_is_recorded() {
+        let m = RouteMetrics::default();
+        for _ in 0..3 {
+            m.record("/api/programs", "GET", StatusCode::OK, 0.001);
+            m.record("/api/programs", "GET", StatusCode::UNAUTHORIZED, 0.001);
+        }
+        m.record("/api/health", "GET", StatusCode::OK, 0.001);
+        let map = m.0.read().expect("lock");
+        assert_eq!(map.len(), 2);
+        assert_eq!(map["/api/programs"].len(), 2);
+        assert_eq!(map["/api/health"].len(), 1);
+    }
+}
