@@ -4,7 +4,7 @@
 use serde_json::json;
 use std::time::Duration;
 use testkit::{
-    api::{serve, serve_with, user_with_password, Client, DEMO},
+    api::{serve_with, user_with_password, Client, DEMO},
     cdc::wait_until,
     test_db,
 };
@@ -23,7 +23,11 @@ async fn pipelined_reads_answer_like_the_pool_and_survive_a_lost_connection() {
     let db = test_db().await;
     sqlx::raw_sql(DEMO).execute(&db.pool).await.expect("demo");
     user_with_password(&db.pool, "demo@example.com", "user").await;
-    let piped = serve(&db.url()).await;
+    let piped = serve_with(&db.url(), |c| {
+        c.pipeline_connections = 3;
+        c.read_through_wait = Duration::ZERO;
+    })
+    .await;
     let pooled = serve_with(&db.url(), |c| {
         c.pipeline_connections = 0;
         c.read_through_wait = Duration::ZERO;
@@ -38,7 +42,7 @@ async fn pipelined_reads_answer_like_the_pool_and_survive_a_lost_connection() {
         assert_eq!(ba, bb, "{path}: the same answer either way");
         assert_ne!(ba, json!([]), "{path}: the demo user has data");
     }
-    assert_eq!(pipelined(&db.pool).await, 8);
+    assert_eq!(pipelined(&db.pool).await, 3);
 
     // The server drops the pipelined connections: requests fall back to the pool at once,
     // and the connections are replaced.
@@ -51,7 +55,7 @@ async fn pipelined_reads_answer_like_the_pool_and_survive_a_lost_connection() {
         assert_eq!(s.as_u16(), 200, "{body}");
     }
     wait_until(Duration::from_secs(10), "the pipelined connections are back", || async {
-        pipelined(&db.pool).await == 8
+        pipelined(&db.pool).await == 3
     })
     .await;
     let (s, _) = a.get("/api/habit-usage").await;
