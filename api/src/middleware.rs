@@ -121,7 +121,7 @@ impl RouteMetrics {
         if let Ok(mut map) = self.0.write() {
             let v = map.entry(route.to_owned()).or_default();
             // Another request may have added it meanwhile.
-            if !v.iter().any(|s| s.method == method && s.status == status) {
+            if !v.iter().any(|s| seen(&s)) {
                 v.push(s);
             }
         }
